@@ -1,0 +1,52 @@
+"""Admin is closed by default: every /warden.v1.Admin/ call needs `authorization: Bearer <token>`,
+checked before the request is deserialized."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from warden import metrics
+from warden.api.errors import abort
+from warden.errors import WardenError
+
+log = logging.getLogger("warden.admin")
+ADMIN_PREFIX = "/warden.v1.Admin/"
+
+
+class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def _refusal(self, metadata: tuple[Any, ...]) -> WardenError | None:
+        values = [v for k, v in metadata if k == "authorization"]
+        if not values:
+            return WardenError("UNAUTHENTICATED", "ADMIN_TOKEN_MISSING",
+                               "the Admin service needs 'authorization: Bearer <admin token>'")
+        if len(values) > 1 or not hmac.compare_digest(str(values[0]).encode(), self._expected):
+            return WardenError("UNAUTHENTICATED", "ADMIN_TOKEN_INVALID", "invalid admin token")
+        return None
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        if not details.method.startswith(ADMIN_PREFIX):
+            return await continuation(details)
+        error = self._refusal(tuple(details.invocation_metadata or ()))
+        if error is None:
+            return await continuation(details)
+        method = details.method.removeprefix(ADMIN_PREFIX)
+        log.warning("admin call refused", extra={"method": method, "reason": error.reason})
+
+        async def refuse(_raw: bytes, context: grpc.aio.ServicerContext) -> None:
+            start = time.perf_counter()
+            metrics.RPC_DURATION.labels(method, error.code).observe(time.perf_counter() - start)
+            await abort(context, error)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)

@@ -1,0 +1,140 @@
+"""Translation between protobuf messages and store rows / engine values, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
+
+from warden.engine import AuthorizeInput, Decision, Identity, LimitOutcome, PolicyResult
+from warden.v1 import admin_pb2, types_pb2, warden_pb2
+
+Row = Mapping[str, Any]
+
+SCOPE_KINDS = {"org": types_pb2.SCOPE_KIND_ORG, "team": types_pb2.SCOPE_KIND_TEAM,
+               "app": types_pb2.SCOPE_KIND_APP, "user": types_pb2.SCOPE_KIND_USER,
+               "api_key": types_pb2.SCOPE_KIND_API_KEY}
+SCOPE_NAMES = {v: k for k, v in SCOPE_KINDS.items()}
+MODES = {"enforce": types_pb2.POLICY_MODE_ENFORCE, "dry_run": types_pb2.POLICY_MODE_DRY_RUN}
+FAILURE_MODES = {"fail_closed": types_pb2.FAILURE_MODE_FAIL_CLOSED,
+                 "fail_open": types_pb2.FAILURE_MODE_FAIL_OPEN}
+OUTCOMES = {warden_pb2.OUTCOME_COMPLETED: "completed", warden_pb2.OUTCOME_FAILED: "failed",
+            warden_pb2.OUTCOME_CANCELLED: "cancelled"}
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def reason(name: str) -> int:
+    return types_pb2.Reason.Value("REASON_" + name)
+
+
+def scope(kind: str, scope_id: str) -> types_pb2.Scope:
+    return types_pb2.Scope(kind=SCOPE_KINDS[kind], id=scope_id)
+
+
+def org_to_proto(row: Row) -> admin_pb2.Org:
+    return admin_pb2.Org(id=row["id"], display_name=row["display_name"],
+                         time_zone=row["time_zone"], currency=row["currency"],
+                         create_time=timestamp(row["create_time"]))
+
+
+def app_to_proto(row: Row) -> admin_pb2.App:
+    return admin_pb2.App(id=row["id"], org_id=row["org_id"], display_name=row["display_name"],
+                         team_id=row["team_id"] or "", create_time=timestamp(row["create_time"]))
+
+
+def api_key_to_proto(row: Row) -> admin_pb2.ApiKey:
+    return admin_pb2.ApiKey(
+        id=row["id"], org_id=row["org_id"], app_id=row["app_id"], user_id=row["user_id"] or "",
+        display_name=row["display_name"], prefix=f"wk_{row['prefix']}",
+        allowed_models=row["allowed_models"], create_time=timestamp(row["create_time"]),
+        expire_time=timestamp(row["expire_time"]), revoke_time=timestamp(row["revoke_time"]),
+        last_used_time=timestamp(row["last_used_time"]))
+
+
+def price_to_proto(row: Row) -> admin_pb2.ModelPrice:
+    return admin_pb2.ModelPrice(**{f.name: row[f.name]
+                                   for f in admin_pb2.ModelPrice.DESCRIPTOR.fields})
+
+
+def policy_config_json(policy: types_pb2.Policy) -> tuple[str, dict[str, Any]]:
+    """(policy type, the config message as proto3 JSON with proto field names)."""
+    kind = policy.WhichOneof("config")
+    return kind, json_format.MessageToDict(getattr(policy, kind),
+                                           preserving_proto_field_name=True)
+
+
+def policy_to_proto(row: Row) -> types_pb2.Policy:
+    policy = types_pb2.Policy(
+        id=row["id"], scope=scope(row["scope_kind"], row["scope_id"]), name=row["name"],
+        mode=MODES[row["mode"]], priority=row["priority"], locked=row["locked"],
+        failure_mode=FAILURE_MODES[row["failure_mode"]],
+        create_time=timestamp(row["create_time"]), update_time=timestamp(row["update_time"]),
+        revision=row["revision"])
+    json_format.ParseDict(row["config"], getattr(policy, row["policy_type"]))
+    return policy
+
+
+def estimate_tokens(request: warden_pb2.AuthorizeRequest) -> int:
+    """The caller's count, else about four characters a token (until a tokenizer is wired in)."""
+    if request.input_tokens:
+        return request.input_tokens
+    chars = sum(len(m.content) + len(m.role) for m in request.messages)
+    return -(-chars // 4)
+
+
+def authorize_input(request: warden_pb2.AuthorizeRequest) -> AuthorizeInput:
+    return AuthorizeInput(request_id=request.request_id, model=request.model,
+                          provider=request.provider, input_tokens=estimate_tokens(request),
+                          max_output_tokens=request.max_output_tokens,
+                          user_id=request.user_id)
+
+
+def _policy_result(result: PolicyResult) -> warden_pb2.PolicyResult:
+    return warden_pb2.PolicyResult(
+        policy_id=result.policy_id, scope=scope(result.scope_kind, result.scope_id),
+        policy_type=result.policy_type, mode=MODES[result.mode], allowed=result.allowed,
+        reason=reason(result.reason.value), message=result.message)
+
+
+def _limit_status(outcome: LimitOutcome) -> warden_pb2.LimitStatus:
+    policy = outcome.check.policy
+    assert policy.rate_limit is not None
+    return warden_pb2.LimitStatus(
+        policy_id=policy.id, scope=scope(policy.scope_kind, policy.scope_id),
+        metric=types_pb2.Metric.Value("METRIC_" + policy.rate_limit.metric),
+        limit=policy.rate_limit.limit, remaining=max(policy.rate_limit.limit - outcome.used, 0),
+        reset_time=timestamp(outcome.reset_time))
+
+
+def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
+    if value is None:
+        return None
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(max(value, timedelta(0)))
+    return duration
+
+
+def decision_to_proto(decision: Decision, identity: Identity,
+                      request: AuthorizeInput) -> warden_pb2.AuthorizeResponse:
+    route = None
+    if decision.allowed:
+        route = warden_pb2.Route(provider=request.provider, model=request.model,
+                                 max_output_tokens=request.max_output_tokens)
+    return warden_pb2.AuthorizeResponse(
+        decision=warden_pb2.DECISION_ALLOW if decision.allowed else warden_pb2.DECISION_DENY,
+        reason=reason(decision.reason.value),
+        results=[_policy_result(r) for r in decision.results],
+        limits=[_limit_status(o) for o in decision.limits],
+        route=route,
+        retry_after=_duration(decision.retry_after),
+        identity=warden_pb2.Identity(org_id=identity.org_id, app_id=identity.app_id,
+                                     user_id=identity.user_id, api_key_id=identity.api_key_id))

@@ -1,0 +1,50 @@
+"""Request checks that collect every problem as a (field path, description) pair."""
+
+from __future__ import annotations
+
+import re
+
+from warden.errors import invalid
+
+ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_TOKENS = 100_000_000
+MAX_TEXT = 200
+MAX_PAGE = 1000
+
+
+class Violations:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def check(self, ok: bool, field: str, description: str) -> bool:
+        if not ok:
+            self.items.append((field, description))
+        return ok
+
+    def required(self, value: str, field: str) -> bool:
+        return self.check(bool(value), field, "is required")
+
+    def id(self, value: str, field: str, required: bool = True) -> None:
+        if value or required:
+            self.check(bool(ID.match(value)), field,
+                       "must be 1-64 characters of a-z, 0-9, '_' and '-', starting with a "
+                       f"letter or digit (got {value[:80]!r})")
+
+    def request_id(self, value: str, field: str = "request_id") -> None:
+        self.check(bool(REQUEST_ID.match(value)), field,
+                   f"must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-' "
+                   f"(got {value[:80]!r})")
+
+    def text(self, value: str, field: str, limit: int = MAX_TEXT) -> None:
+        self.check(len(value) <= limit, field, f"must be at most {limit} characters")
+
+    def tokens(self, value: int, field: str) -> None:
+        self.check(0 <= value <= MAX_TOKENS, field, f"must be between 0 and {MAX_TOKENS}")
+
+    def page_size(self, value: int, field: str = "page_size") -> None:
+        self.check(0 <= value <= MAX_PAGE, field, f"must be between 0 and {MAX_PAGE}")
+
+    def done(self) -> None:
+        if self.items:
+            raise invalid(self.items)

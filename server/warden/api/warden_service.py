@@ -1,0 +1,174 @@
+"""The data plane servicer: validate -> convert -> engine/store -> convert."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.protobuf import json_format
+
+from warden import engine, metrics
+from warden.api import convert
+from warden.api.errors import fill_unimplemented, rpc
+from warden.api.validate import Violations
+from warden.components import Components
+from warden.engine.pricing import cost_micros
+from warden.errors import WardenError
+from warden.keys import authenticate, key_prefix
+from warden.v1 import warden_pb2, warden_pb2_grpc
+
+MAX_AUDIT_BATCH = 1000
+# Event times further than this from the server clock are refused.
+MAX_EVENT_SKEW_FUTURE = timedelta(minutes=5)
+MAX_EVENT_AGE = timedelta(days=30)
+
+
+class WardenService(warden_pb2_grpc.WardenServicer):
+    def __init__(self, components: Components) -> None:
+        self._c = components
+
+    async def _identity(self, api_key: str) -> engine.Identity:
+        prefix = key_prefix(api_key)
+        record = await self._c.directory.find_api_key(prefix) if prefix else None
+        return authenticate(record, api_key, self._c.key_pepper)
+
+    @rpc
+    async def Authorize(self, request: warden_pb2.AuthorizeRequest,
+                        context: grpc.aio.ServicerContext) -> warden_pb2.AuthorizeResponse:
+        v = Violations()
+        v.request_id(request.request_id)
+        v.required(request.api_key, "api_key")
+        if v.required(request.model, "model"):
+            v.text(request.model, "model")
+        v.text(request.provider, "provider")
+        v.text(request.user_id, "user_id")
+        v.tokens(request.input_tokens, "input_tokens")
+        v.tokens(request.max_output_tokens, "max_output_tokens")
+        v.done()
+        if request.HasField("subject"):
+            raise WardenError("UNIMPLEMENTED", "NOT_IMPLEMENTED",
+                              "explicit subjects (trusted callers) are not implemented yet")
+        identity = await self._identity(request.api_key)
+        inp = convert.authorize_input(request)
+        policies = await self._c.policies.policies_for(identity.scopes())
+        decision = await self._c.counters.authorize(engine.plan(identity, inp, policies),
+                                                    engine.decide)
+        metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
+                                 decision.reason.value).inc()
+        return convert.decision_to_proto(decision, identity, inp)
+
+    @rpc
+    async def RecordUsage(self, request: warden_pb2.RecordUsageRequest,
+                          context: grpc.aio.ServicerContext) -> warden_pb2.RecordUsageResponse:
+        v = Violations()
+        v.request_id(request.request_id)
+        v.required(request.api_key, "api_key")
+        usage = request.usage
+        v.tokens(usage.input_tokens, "usage.input_tokens")
+        v.tokens(usage.output_tokens, "usage.output_tokens")
+        v.tokens(usage.cached_input_tokens, "usage.cached_input_tokens")
+        v.check(usage.cached_input_tokens <= usage.input_tokens, "usage.cached_input_tokens",
+                "must not exceed usage.input_tokens (input_tokens includes cached tokens)")
+        if request.HasField("cost_micros"):
+            v.check(0 <= request.cost_micros <= 10**15, "cost_micros",
+                    "must be between 0 and 10^15")
+        v.text(request.model, "model")
+        v.text(request.provider, "provider")
+        v.check(request.outcome in convert.OUTCOMES, "outcome",
+                "must be OUTCOME_COMPLETED, OUTCOME_FAILED or OUTCOME_CANCELLED")
+        latency = request.latency.ToMilliseconds() if request.HasField("latency") else None
+        v.check(latency is None or 0 <= latency <= 86_400_000, "latency",
+                "must be between 0 and 24 hours")
+        v.check(not request.reservation_id, "reservation_id",
+                "reservations are not implemented yet; leave empty")
+        v.done()
+        identity = await self._identity(request.api_key)
+        row = {
+            "request_id": request.request_id, "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_input_tokens": usage.cached_input_tokens, "model": request.model,
+            "provider": request.provider, "outcome": convert.OUTCOMES[request.outcome],
+            "latency_ms": latency,
+        }
+        price = None
+        if request.HasField("cost_micros"):
+            row.update(cost_micros=request.cost_micros, cost_source="reported")
+        else:
+            def price(p):
+                return cost_micros(p, usage.input_tokens, usage.output_tokens,
+                                   usage.cached_input_tokens)
+        cost, duplicate = await self._c.usage.record_usage(identity.org_id, row, price)
+        metrics.USAGE_RECORDS.labels(str(duplicate).lower()).inc()
+        return warden_pb2.RecordUsageResponse(cost_micros=cost, duplicate=duplicate)
+
+    async def _append(self, identity: engine.Identity, events, field: str) -> list[str]:
+        """Validate a batch and store it atomically; return the event ids in order."""
+        v = Violations()
+        v.check(1 <= len(events) <= MAX_AUDIT_BATCH, field,
+                f"must hold 1 to {MAX_AUDIT_BATCH} events")
+        now = datetime.now(UTC)
+        rows = []
+        for i, event in enumerate(events):
+            at = f"{field}[{i}]"
+            v.check(not event.event_id or len(event.event_id) <= 128, f"{at}.event_id",
+                    "must be at most 128 characters")
+            if v.required(event.action, f"{at}.action"):
+                v.text(event.action, f"{at}.action")
+            for name in ("request_id", "user_id", "model", "provider"):
+                v.text(getattr(event, name), f"{at}.{name}")
+            when = event.time.ToDatetime(UTC) if event.HasField("time") else now
+            v.check(now - MAX_EVENT_AGE <= when <= now + MAX_EVENT_SKEW_FUTURE, f"{at}.time",
+                    "must be within the last 30 days and at most 5 minutes ahead")
+            rows.append({
+                "event_id": event.event_id or uuid.uuid4().hex, "event_time": when,
+                "action": event.action, "request_id": event.request_id,
+                "user_id": event.user_id, "model": event.model, "provider": event.provider,
+                "attributes": json_format.MessageToDict(event.attributes),
+            })
+        ids = [r["event_id"] for r in rows]
+        v.check(len(set(ids)) == len(ids), field, "event ids must be unique within a batch")
+        v.done()
+        await self._c.audit.append(identity.org_id, identity.app_id, rows)
+        metrics.AUDIT_EVENTS.inc(len(rows))
+        return ids
+
+    @rpc
+    async def Audit(self, request: warden_pb2.AuditRequest,
+                    context: grpc.aio.ServicerContext) -> warden_pb2.AuditResponse:
+        v = Violations()
+        v.required(request.api_key, "api_key")
+        v.done()
+        identity = await self._identity(request.api_key)
+        ids = await self._append(identity, request.events, "events")
+        return warden_pb2.AuditResponse(accepted=len(ids), event_ids=ids)
+
+    @rpc
+    async def StreamAudit(self, requests: AsyncIterator[warden_pb2.StreamAuditRequest],
+                          context: grpc.aio.ServicerContext) -> warden_pb2.StreamAuditResponse:
+        """Each message is stored atomically as it arrives; the stream is acknowledged at its
+        end. A stream that fails part-way may have stored its earlier messages: resend them with
+        the same event ids, which are stored once."""
+        identity, first_key, accepted, index = None, "", 0, 0
+        async for message in requests:
+            if identity is None:
+                v = Violations()
+                v.required(message.api_key, f"messages[{index}].api_key")
+                v.done()
+                first_key = message.api_key
+                identity = await self._identity(first_key)
+            elif message.api_key and message.api_key != first_key:
+                raise WardenError("INVALID_ARGUMENT", "INVALID_ARGUMENT",
+                                  "all messages of a stream must use the same api_key",
+                                  [(f"messages[{index}].api_key", "differs from the first")])
+            accepted += len(await self._append(identity, message.events,
+                                               f"messages[{index}].events"))
+            index += 1
+        if identity is None:
+            raise WardenError("INVALID_ARGUMENT", "INVALID_ARGUMENT", "empty stream",
+                              [("messages", "at least one message is required")])
+        return warden_pb2.StreamAuditResponse(accepted=accepted)
+
+
+fill_unimplemented(WardenService, warden_pb2.DESCRIPTOR.services_by_name["Warden"])

@@ -1,0 +1,227 @@
+"""The composition root: builds every part from Settings, owns start-up and shutdown order.
+
+Start: data dir and secrets -> database (embedded or URL) -> pool -> schema -> stores ->
+gRPC server (Warden, Admin, health, reflection) -> metrics -> health watcher.
+Stop (SIGTERM/SIGINT): health NOT_SERVING -> server.stop(grace) drains in-flight RPCs ->
+pool closes -> embedded Postgres stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from warden import __version__, metrics
+from warden.api.admin_auth import AdminAuthInterceptor
+from warden.api.admin_service import AdminService
+from warden.api.warden_service import WardenService
+from warden.components import Components
+from warden.settings import Settings
+from warden.store import postgres
+from warden.store.embedded import EmbeddedPostgres
+from warden.store.migrate import check_schema, migrate
+from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
+
+log = logging.getLogger("warden.app")
+
+WARDEN_SERVICE = warden_pb2.DESCRIPTOR.services_by_name["Warden"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
+DATABASE_COMPONENT = "warden.component.database"
+# Health names that follow the database: the overall status "" and both services.
+_SERVING_WITH_DATABASE = ("", WARDEN_SERVICE, ADMIN_SERVICE, DATABASE_COMPONENT)
+
+
+class StartupError(RuntimeError):
+    """Warden cannot start; the message says why and what to do."""
+
+
+def read_or_create_secret(path: Path) -> str:
+    """A secret kept in the data directory (mode 0600), created on first use."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+async def _check_pepper(conn: asyncpg.Connection, pepper: bytes) -> None:
+    """Sidecars sharing a database must share the key pepper, or keys made by one fail on
+    another. The first start records a fingerprint; a different pepper is refused at start."""
+    fingerprint = hmac.new(pepper, b"warden key pepper fingerprint", hashlib.sha256).hexdigest()
+    stored = await conn.fetchval(
+        "WITH ins AS (INSERT INTO warden_meta (key, value) VALUES ('key_pepper_fingerprint', $1)"
+        " ON CONFLICT DO NOTHING RETURNING value)"
+        " SELECT coalesce((SELECT value FROM ins),"
+        " (SELECT value FROM warden_meta WHERE key = 'key_pepper_fingerprint'))", fingerprint)
+    if stored != fingerprint:
+        raise StartupError(
+            "this database's API keys were hashed with another key pepper: give every sidecar "
+            "of one database the same WARDEN_KEY_PEPPER")
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.admin_token = ""
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.database_url = ""
+        self._embedded: EmbeddedPostgres | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._metrics_server = None
+        self._watcher: asyncio.Task | None = None
+
+    @property
+    def target(self) -> str:
+        """Where clients connect (the listen address with the bound port)."""
+        listen = self.settings.listen
+        if listen.startswith("unix:"):
+            return listen
+        return f"{listen.rpartition(':')[0]}:{self.port}"
+
+    async def start(self) -> None:
+        s = self.settings
+        data = s.data_path
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.admin_token = s.admin_token or read_or_create_secret(data / "admin-token")
+        pepper = (s.key_pepper or read_or_create_secret(data / "key-pepper")).encode()
+        if not s.admin_token:
+            log.info("admin token from data directory", extra={"path": str(data / "admin-token")})
+
+        self.database_url = s.database_url
+        if s.embedded_database:
+            self._embedded = EmbeddedPostgres(data)
+            self.database_url = await asyncio.to_thread(self._embedded.start)
+        self._pool = await postgres.create_pool(
+            self.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds)
+        async with self._pool.acquire() as conn:
+            if s.migrate_on_start:
+                await migrate(conn)
+            else:
+                await check_schema(conn)
+            await _check_pepper(conn, pepper)
+        components = Components(
+            directory=postgres.PostgresDirectoryStore(self._pool),
+            policies=postgres.PostgresPolicyStore(self._pool),
+            prices=postgres.PostgresPriceStore(self._pool),
+            counters=postgres.PostgresCounterStore(self._pool),
+            usage=postgres.PostgresUsageStore(self._pool),
+            audit=postgres.PostgresAuditSink(self._pool),
+            key_pepper=pepper,
+        )
+        await self._start_grpc(components)
+        if s.metrics_listen:
+            host, _, port = s.metrics_listen.rpartition(":")
+            self._metrics_server, _ = start_http_server(int(port), host)
+            self.metrics_port = self._metrics_server.server_port
+        metrics.BUILD_INFO.info({"version": __version__})
+        self._watcher = asyncio.create_task(self._watch_database())
+        log.info("warden serving", extra={"target": self.target, "metrics_port": self.metrics_port,
+                                          "embedded_database": s.embedded_database})
+
+    async def _start_grpc(self, components: Components) -> None:
+        s = self.settings
+        size = s.max_message_bytes
+        server = grpc.aio.server(
+            interceptors=[AdminAuthInterceptor(self.admin_token)],
+            options=[("grpc.max_receive_message_length", size),
+                     ("grpc.max_send_message_length", size),
+                     ("grpc.so_reuseport", 0)])
+        warden_pb2_grpc.add_WardenServicer_to_server(WardenService(components), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(components), server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (WARDEN_SERVICE, ADMIN_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"]
+             .full_name, reflection.SERVICE_NAME), server)
+        try:
+            self.port = server.add_insecure_port(s.listen)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
+        self._server = server
+        await server.start()
+        await self._set_database_health(True)
+
+    async def _set_database_health(self, up: bool) -> None:
+        assert self._health is not None
+        status = (health_pb2.HealthCheckResponse.SERVING if up
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in _SERVING_WITH_DATABASE:
+            await self._health.set(name, status)
+        metrics.COMPONENT_UP.labels("database").set(1 if up else 0)
+
+    async def _watch_database(self) -> None:
+        assert self._pool is not None
+        up = True
+        while True:
+            await asyncio.sleep(self.settings.health_interval_seconds)
+            try:
+                await self._pool.fetchval("SELECT 1", timeout=max(1.0, self.settings
+                                                                  .health_interval_seconds))
+                now_up = True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                now_up = False
+            if now_up != up:
+                log.warning("database health changed", extra={"up": now_up})
+                up = now_up
+                await self._set_database_health(up)
+
+    async def stop(self) -> None:
+        grace = self.settings.shutdown_grace_seconds
+        log.info("shutting down", extra={"grace_seconds": grace})
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))
+            except TimeoutError:
+                self._pool.terminate()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+        log.info("stopped")
+
+
+async def serve(settings: Settings, on_ready: Callable[[App], object] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order."""
+    app = App(settings)
+    try:
+        await app.start()
+    except BaseException:
+        await app.stop()
+        raise
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        if on_ready is not None:
+            result = on_ready(app)
+            if asyncio.iscoroutine(result):
+                await result
+        await stopping.wait()
+    finally:
+        await app.stop()

@@ -1,0 +1,181 @@
+"""`warden serve | migrate | health | authorize`. Server flags come from settings.OPTIONS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import uuid
+
+import grpc
+from google.protobuf import json_format
+
+from warden import logs
+from warden.settings import OPTIONS, Settings, SettingsError
+
+log = logging.getLogger("warden.cli")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for option in OPTIONS:
+        parser.add_argument(option.flag, dest=option.name, metavar="VALUE",
+                            help=f"{option.help} [{option.env}, default {option.default!r}]")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(overrides={o.name: getattr(args, o.name) for o in OPTIONS})
+
+
+async def _demo(app) -> None:
+    """Create (or reuse) a demo org, app and rate limit through the Admin API, and a new key."""
+    from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+
+    auth = (("authorization", f"Bearer {app.admin_token}"),)
+    async with grpc.aio.insecure_channel(app.target) as channel:
+        admin = admin_pb2_grpc.AdminStub(channel)
+
+        async def create(call, request):
+            try:
+                await call(request, metadata=auth)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+
+        await create(admin.CreateOrg, admin_pb2.CreateOrgRequest(
+            org=admin_pb2.Org(id="demo", display_name="Demo org")))
+        await create(admin.CreateApp, admin_pb2.CreateAppRequest(
+            app=admin_pb2.App(id="demo-app", org_id="demo", display_name="Demo app")))
+        await create(admin.CreatePolicy, admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
+            id="demo-app-rpm", name="60 requests a minute",
+            scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="demo-app"),
+            rate_limit=types_pb2.RateLimitConfig(metric=types_pb2.METRIC_REQUESTS,
+                                                 window=types_pb2.WINDOW_MINUTE, limit=60))))
+        key = await admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(
+            app_id="demo-app", display_name="demo"), metadata=auth)
+    target = app.target
+    print(f"""
+Warden is serving on {target} (metrics on port {app.metrics_port}).
+Demo org 'demo', app 'demo-app' (60 requests/minute), new API key:
+
+  {key.plaintext}
+
+Call it from another shell:
+
+  warden authorize --target {target} --key {key.plaintext} --model gpt-4o-mini
+
+Admin token: {app.admin_token}
+Stop with Ctrl-C.
+""", flush=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from warden.app import StartupError, serve
+    from warden.store.migrate import SchemaError
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+    try:
+        asyncio.run(serve(settings, _demo if args.demo else None))
+    except (StartupError, SchemaError) as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        print(f"warden: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from warden.store import postgres
+    from warden.store.embedded import EmbeddedPostgres
+    from warden.store.migrate import migrate
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+
+    async def run() -> list[int]:
+        embedded = EmbeddedPostgres(settings.data_path) if settings.embedded_database else None
+        url = embedded.start() if embedded else settings.database_url
+        try:
+            pool = await postgres.create_pool(url, 1, 1, settings.db_timeout_seconds)
+            async with pool.acquire() as conn:
+                applied = await migrate(conn)
+            await pool.close()
+            return applied
+        finally:
+            if embedded:
+                embedded.stop()
+
+    applied = asyncio.run(run())
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(args.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"unhealthy: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _authorize(args: argparse.Namespace) -> int:
+    from warden.v1 import warden_pb2, warden_pb2_grpc
+
+    request = warden_pb2.AuthorizeRequest(
+        request_id=args.request_id or uuid.uuid4().hex, api_key=args.key, model=args.model,
+        provider=args.provider, max_output_tokens=args.max_output_tokens,
+        messages=[warden_pb2.ChatMessage(role="user", content=args.prompt)] if args.prompt else [])
+    try:
+        with grpc.insecure_channel(args.target) as channel:
+            reply = warden_pb2_grpc.WardenStub(channel).Authorize(request, timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    print(json.dumps(json_format.MessageToDict(reply), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="warden", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the sidecar")
+    _add_settings_flags(serve)
+    serve.add_argument("--demo", action="store_true",
+                       help="create a demo org, app, rate limit and API key, and print them")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    _add_settings_flags(migrate)
+    migrate.set_defaults(run=_migrate)
+
+    for name, run, text in (("health", _health, "check a running sidecar's health"),
+                            ("authorize", _authorize, "send one Authorize request")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--target", default="127.0.0.1:50051")
+        sub.add_argument("--timeout", type=float, default=5.0)
+        sub.set_defaults(run=run)
+    health_parser = commands.choices["health"]
+    health_parser.add_argument("--service", default="", help="service or component name")
+    auth = commands.choices["authorize"]
+    auth.add_argument("--key", required=True)
+    auth.add_argument("--model", required=True)
+    auth.add_argument("--provider", default="")
+    auth.add_argument("--max-output-tokens", type=int, default=256)
+    auth.add_argument("--prompt", default="")
+    auth.add_argument("--request-id", default="")
+
+    args = parser.parse_args(argv)
+    try:
+        sys.exit(args.run(args))
+    except SettingsError as exc:
+        print(f"warden: {exc}", file=sys.stderr)
+        sys.exit(2)

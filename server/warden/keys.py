@@ -1,0 +1,59 @@
+"""API keys: `wk_<prefix>_<secret>`. The prefix finds the row; the database holds only
+HMAC-SHA256(pepper, key), compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from warden.engine import Identity
+from warden.errors import WardenError
+
+_KEY = re.compile(r"^wk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    org_id: str
+    app_id: str
+    user_id: str
+    hash: bytes
+    allowed_models: tuple[str, ...]
+    expire_time: datetime | None
+    revoke_time: datetime | None
+    now: datetime  # database clock when read
+
+
+def new_key(pepper: bytes) -> tuple[str, str, bytes]:
+    """Return (plaintext, prefix, hash)."""
+    prefix = secrets.token_hex(6)
+    plaintext = f"wk_{prefix}_{secrets.token_urlsafe(32)}"
+    return plaintext, prefix, key_hash(pepper, plaintext)
+
+
+def key_hash(pepper: bytes, plaintext: str) -> bytes:
+    return hmac.new(pepper, plaintext.encode(), hashlib.sha256).digest()
+
+
+def key_prefix(plaintext: str) -> str | None:
+    match = _KEY.match(plaintext)
+    return match.group(1) if match else None
+
+
+def _unauthenticated(reason: str, message: str) -> WardenError:
+    return WardenError("UNAUTHENTICATED", reason, message)
+
+
+def authenticate(record: KeyRecord | None, plaintext: str, pepper: bytes) -> Identity:
+    if record is None or not hmac.compare_digest(record.hash, key_hash(pepper, plaintext)):
+        raise _unauthenticated("API_KEY_INVALID", "unknown API key")
+    if record.revoke_time is not None and record.revoke_time <= record.now:
+        raise _unauthenticated("API_KEY_REVOKED", f"API key {record.id} was revoked")
+    if record.expire_time is not None and record.expire_time <= record.now:
+        raise _unauthenticated("API_KEY_EXPIRED", f"API key {record.id} has expired")
+    return Identity(record.org_id, record.app_id, record.id, record.user_id, record.allowed_models)

@@ -1,0 +1,24 @@
+"""Every Prometheus metric Warden exports, defined once. Label values come from fixed sets:
+gRPC method names, status code names, and warden.v1.Reason names."""
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+BUILD_INFO = Info("warden_build", "Warden version")
+
+RPC_DURATION = Histogram(
+    "warden_rpc_duration_seconds",
+    "Time to answer one RPC, by method and gRPC status code.",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DECISIONS = Counter(
+    "warden_decisions_total", "Authorize decisions by outcome and reason.", ["decision", "reason"]
+)
+USAGE_RECORDS = Counter(
+    "warden_usage_records_total", "RecordUsage calls stored, by whether they were retries.",
+    ["duplicate"],
+)
+AUDIT_EVENTS = Counter("warden_audit_events_total", "Audit events acknowledged.")
+COMPONENT_UP = Gauge(
+    "warden_component_up", "1 when a component passes its health check.", ["component"]
+)

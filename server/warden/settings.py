@@ -1,0 +1,177 @@
+"""One frozen Settings object, read from WARDEN_* variables and command-line flags once at start.
+
+Every option is declared once in OPTIONS; the CLI builds its flags from the same table, so a
+flag and its environment variable cannot drift apart. A flag wins over the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """Raised with every problem found, one per line."""
+
+
+def _address(value: str) -> str:
+    if value.startswith("unix:"):
+        if len(value) <= len("unix:"):
+            raise ValueError("unix: needs a socket path, e.g. unix:/run/warden.sock")
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT (port 0-65535) or unix:PATH")
+    return value
+
+
+def _optional_address(value: str) -> str:
+    return "" if value.lower() in ("", "off", "none") else _address(value)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _auto_bool(value: str) -> bool | None:
+    return None if value.strip().lower() in ("", "auto") else _bool(value)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must be a number >= 0")
+    return number
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _database_url(value: str) -> str:
+    if value and not value.startswith(("postgres://", "postgresql://")):
+        raise ValueError("expected a postgresql:// URL (or empty for the embedded server)")
+    return value
+
+
+def _default_data_dir() -> str:
+    home_data = os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or home_data
+    return os.path.join(base, "warden")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "WARDEN_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", _address, "127.0.0.1:50051", "gRPC address: HOST:PORT or unix:PATH"),
+    Option("metrics_listen", _optional_address, "127.0.0.1:9464",
+           "Prometheus /metrics HOST:PORT, or 'off'"),
+    Option("database_url", _database_url, "",
+           "PostgreSQL URL; empty starts the embedded server in the data directory"),
+    Option("data_dir", str, "", "where the embedded database, admin token and key pepper live "
+           "(default $XDG_DATA_HOME/warden or ~/.local/share/warden)"),
+    Option("admin_token", str, "", "token for the Admin service; empty: generated once and "
+           "stored in the data directory"),
+    Option("key_pepper", str, "", "secret for hashing API keys, shared by every sidecar of a "
+           "database; empty: generated once and stored in the data directory"),
+    Option("migrate", _auto_bool, "auto", "apply migrations at start: true, false, or auto "
+           "(true for the embedded database only)"),
+    Option("db_pool_min", _positive_int, "1", "minimum database connections"),
+    Option("db_pool_max", _positive_int, "10", "maximum database connections"),
+    Option("db_timeout_seconds", _non_negative_float, "5", "timeout of one database call"),
+    Option("max_message_bytes", _positive_int, str(4 * 1024 * 1024),
+           "largest gRPC message accepted"),
+    Option("shutdown_grace_seconds", _non_negative_float, "10",
+           "how long in-flight RPCs may finish after SIGTERM"),
+    Option("health_interval_seconds", _non_negative_float, "2",
+           "how often component health is checked"),
+    Option("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str
+    metrics_listen: str
+    database_url: str
+    data_dir: str
+    admin_token: str
+    key_pepper: str
+    migrate: bool | None
+    db_pool_min: int
+    db_pool_max: int
+    db_timeout_seconds: float
+    max_message_bytes: int
+    shutdown_grace_seconds: float
+    health_interval_seconds: float
+    log_level: str
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database_url
+
+    @property
+    def migrate_on_start(self) -> bool:
+        return self.embedded_database if self.migrate is None else self.migrate
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @classmethod
+    def load(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None
+    ) -> Settings:
+        """Parse and validate; raise SettingsError listing every bad value."""
+        env = os.environ if env is None else env
+        overrides = overrides or {}
+        values: dict[str, Any] = {}
+        problems = []
+        for option in OPTIONS:
+            raw = overrides.get(option.name)
+            source = option.flag
+            if raw is None:
+                raw, source = env.get(option.env, option.default), option.env
+            try:
+                values[option.name] = option.parse(raw)
+            except ValueError as exc:
+                problems.append(f"{source}={raw!r}: {exc}")
+        if not problems and values["db_pool_min"] > values["db_pool_max"]:
+            problems.append("WARDEN_DB_POOL_MIN must not exceed WARDEN_DB_POOL_MAX")
+        if problems:
+            raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
+        values["data_dir"] = values["data_dir"] or _default_data_dir()
+        assert {f.name for f in fields(cls)} == set(values)
+        return cls(**values)
