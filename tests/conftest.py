@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 import pytest
+
 from warden.app import App
 from warden.settings import Settings
 from warden.store.migrate import migrate

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 

@@ -27,6 +27,8 @@ from prometheus_client import start_http_server
 from warden import __version__, metrics
 from warden.api.admin_auth import AdminAuthInterceptor
 from warden.api.admin_service import AdminService
+from warden.api.decoding import DecodeErrorInterceptor
+from warden.api.errors import database_unavailable
 from warden.api.warden_service import WardenService
 from warden.components import Components
 from warden.settings import Settings
@@ -140,7 +142,7 @@ class App:
         s = self.settings
         size = s.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[AdminAuthInterceptor(self.admin_token)],
+            interceptors=[AdminAuthInterceptor(self.admin_token), DecodeErrorInterceptor()],
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)])
@@ -176,7 +178,9 @@ class App:
                 await self._pool.fetchval("SELECT 1", timeout=max(1.0, self.settings
                                                                   .health_interval_seconds))
                 now_up = True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except Exception as exc:  # noqa: BLE001 - any failure of SELECT 1 is "down"
+                if not database_unavailable(exc):
+                    log.exception("database health check failed")
                 now_up = False
             if now_up != up:
                 log.warning("database health changed", extra={"up": now_up})

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
-from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 from tests.helpers import authorize_request, expect_error, new_key, rate_limit, tenant
+from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 
 async def test_authorize_allows_and_logs_the_decision(client, db):

@@ -16,13 +16,24 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from warden import metrics
+from warden.api.decoding import Malformed
 from warden.errors import WardenError, unimplemented
 
 log = logging.getLogger("warden.api")
 
 DOMAIN = "warden.v1"
-_DATABASE_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, OSError, TimeoutError)
+# Errors that mean "the database is away", not "this request is wrong": lost or refused
+# connections (SQLSTATE classes 08, 53, 57), client-side connection state, and timeouts.
+_DATABASE_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InsufficientResourcesError,
+                    asyncpg.OperatorInterventionError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError, OSError, TimeoutError)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    # A database closed to connections answers 55000 at connect time.
+    return isinstance(exc, _DATABASE_ERRORS) or (
+        isinstance(exc, asyncpg.ObjectNotInPrerequisiteStateError)
+        and "not currently accepting connections" in str(exc))
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -55,7 +66,7 @@ async def abort(context: grpc.aio.ServicerContext, error: WardenError) -> None:
 def _translate(method: str, exc: Exception) -> WardenError:
     if isinstance(exc, WardenError):
         return exc
-    if isinstance(exc, _DATABASE_ERRORS):
+    if database_unavailable(exc):
         log.warning("database unavailable", extra={"method": method, "error": repr(exc)})
         return WardenError("UNAVAILABLE", "DATABASE_UNAVAILABLE",
                            "the policy database is unavailable", retry_after_seconds=1.0)
@@ -74,6 +85,8 @@ def rpc(handler: Handler) -> Handler:
     async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         start, code = time.perf_counter(), "OK"
         try:
+            if isinstance(request, Malformed):
+                request.raise_error()
             return await handler(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error leaves as a status
             error = _translate(method, exc)

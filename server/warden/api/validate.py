@@ -39,8 +39,8 @@ class Violations:
     def text(self, value: str, field: str, limit: int = MAX_TEXT) -> None:
         self.check(len(value) <= limit, field, f"must be at most {limit} characters")
 
-    def tokens(self, value: int, field: str) -> None:
-        self.check(0 <= value <= MAX_TOKENS, field, f"must be between 0 and {MAX_TOKENS}")
+    def tokens(self, value: int, field: str) -> bool:
+        return self.check(0 <= value <= MAX_TOKENS, field, f"must be between 0 and {MAX_TOKENS}")
 
     def page_size(self, value: int, field: str = "page_size") -> None:
         self.check(0 <= value <= MAX_PAGE, field, f"must be between 0 and {MAX_PAGE}")

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 
 from warden import engine, metrics
 from warden.api import convert
+from warden.api.decoding import Malformed
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.validate import Violations
 from warden.components import Components
@@ -66,11 +67,11 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v.request_id(request.request_id)
         v.required(request.api_key, "api_key")
         usage = request.usage
-        v.tokens(usage.input_tokens, "usage.input_tokens")
         v.tokens(usage.output_tokens, "usage.output_tokens")
-        v.tokens(usage.cached_input_tokens, "usage.cached_input_tokens")
-        v.check(usage.cached_input_tokens <= usage.input_tokens, "usage.cached_input_tokens",
-                "must not exceed usage.input_tokens (input_tokens includes cached tokens)")
+        if v.tokens(usage.input_tokens, "usage.input_tokens") and v.tokens(
+                usage.cached_input_tokens, "usage.cached_input_tokens"):
+            v.check(usage.cached_input_tokens <= usage.input_tokens, "usage.cached_input_tokens",
+                    "must not exceed usage.input_tokens (input_tokens includes cached tokens)")
         if request.HasField("cost_micros"):
             v.check(0 <= request.cost_micros <= 10**15, "cost_micros",
                     "must be between 0 and 10^15")
@@ -152,6 +153,8 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         the same event ids, which are stored once."""
         identity, first_key, accepted, index = None, "", 0, 0
         async for message in requests:
+            if isinstance(message, Malformed):
+                message.raise_error(f"messages[{index}]")
             if identity is None:
                 v = Violations()
                 v.required(message.api_key, f"messages[{index}].api_key")

@@ -1,0 +1,178 @@
+"""Bad input gets a specific status with rich details, and writes nothing."""
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.helpers import authorize_request, expect_error, tenant
+from warden.api.admin_service import AdminService
+from warden.api.warden_service import WardenService
+from warden.v1 import admin_pb2, types_pb2, warden_pb2
+
+BAD_AUTHORIZE = [
+    ({"request_id": ""}, "request_id"),
+    ({"request_id": "has space"}, "request_id"),
+    ({"request_id": "x" * 129}, "request_id"),
+    ({"api_key": ""}, "api_key"),
+    ({"model": ""}, "model"),
+    ({"model": "m" * 201}, "model"),
+    ({"input_tokens": -1}, "input_tokens"),
+    ({"max_output_tokens": 10**12}, "max_output_tokens"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_AUTHORIZE)
+async def test_authorize_field_violations(client, db, change, field):
+    key = await tenant(client)
+    fields = {"api_key": key, "request_id": "ok", "model": "m", **change}
+    error = await expect_error(client.warden.Authorize(warden_pb2.AuthorizeRequest(**fields)))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert list(error.violations) == [field]
+    assert await db.fetchval("SELECT count(*) FROM requests") == 0
+
+
+async def test_all_violations_are_reported_together(client):
+    error = await expect_error(client.warden.Authorize(warden_pb2.AuthorizeRequest()))
+    assert set(error.violations) == {"request_id", "api_key", "model"}
+
+
+BAD_USAGE = [
+    ({"usage": types_pb2.Usage(input_tokens=-5)}, "usage.input_tokens"),
+    ({"usage": types_pb2.Usage(input_tokens=1, cached_input_tokens=2)},
+     "usage.cached_input_tokens"),
+    ({"cost_micros": -1}, "cost_micros"),
+    ({"outcome": warden_pb2.OUTCOME_UNSPECIFIED}, "outcome"),
+    ({"reservation_id": "r"}, "reservation_id"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_USAGE)
+async def test_record_usage_field_violations(client, db, change, field):
+    key = await tenant(client)
+    await client.warden.Authorize(authorize_request(key, "r1"))
+    fields = {"api_key": key, "request_id": "r1", "outcome": warden_pb2.OUTCOME_COMPLETED,
+              **change}
+    error = await expect_error(client.warden.RecordUsage(warden_pb2.RecordUsageRequest(**fields)))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(error.violations) == [field]
+    assert await db.fetchval("SELECT count(*) FROM usage") == 0
+
+
+async def test_audit_batch_is_refused_whole(client, db):
+    key = await tenant(client)
+    far_future = warden_pb2.AuditEvent(action="x")
+    far_future.time.FromSeconds(4_000_000_000)
+    events = [warden_pb2.AuditEvent(action="fine"), warden_pb2.AuditEvent(action=""),
+              far_future, warden_pb2.AuditEvent(action="x", event_id="e" * 129)]
+    error = await expect_error(client.warden.Audit(warden_pb2.AuditRequest(api_key=key,
+                                                                           events=events)))
+    assert set(error.violations) == {"events[1].action", "events[2].time", "events[3].event_id"}
+    error = await expect_error(client.warden.Audit(warden_pb2.AuditRequest(
+        api_key=key, events=[warden_pb2.AuditEvent(action="a", event_id="d")] * 2)))
+    assert "events" in error.violations
+    error = await expect_error(client.warden.Audit(warden_pb2.AuditRequest(api_key=key)))
+    assert "events" in error.violations
+    assert await db.fetchval("SELECT count(*) FROM audit_events") == 0
+
+
+async def test_admin_is_closed_without_the_token(client):
+    request = admin_pb2.CreateOrgRequest(org=admin_pb2.Org(id="acme"))
+    error = await expect_error(client.admin.CreateOrg(request))
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_MISSING")
+    error = await expect_error(client.admin.CreateOrg(
+        request, metadata=(("authorization", "Bearer wrong"),)))
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_INVALID")
+    # Refused before the request is read: even bytes that are no CreateOrgRequest.
+    raw = client.channel.unary_unary("/warden.v1.Admin/CreateOrg")
+    error = await expect_error(raw(b"\xff\xff\xff"))
+    assert error.reason == "ADMIN_TOKEN_MISSING"
+    orgs = await client.admin.ListOrgs(admin_pb2.ListOrgsRequest(), metadata=client.auth)
+    assert list(orgs.orgs) == []
+
+
+async def test_malformed_bytes_are_refused_without_harm(client):
+    raw = client.channel.unary_unary("/warden.v1.Warden/Authorize")
+    error = await expect_error(raw(b"\xff\xff\xff\xff"))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid warden.v1.AuthorizeRequest" in error.violations["request"]
+    stream = client.channel.stream_unary("/warden.v1.Warden/StreamAudit")
+
+    async def messages():
+        yield b"\xff"
+
+    error = await expect_error(stream(messages()))
+    assert "messages[0]" in error.violations
+    assert (await tenant(client))  # the server still works
+
+
+async def test_oversized_message_is_refused(client, warden):
+    key = await tenant(client)
+    huge = warden_pb2.ChatMessage(role="user",
+                                  content="x" * (warden.settings.max_message_bytes + 1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.warden.Authorize(authorize_request(key, "big", messages=[huge]))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_admin_bad_input_and_missing_parents(client):
+    error = await expect_error(client.admin.CreateOrg(admin_pb2.CreateOrgRequest(
+        org=admin_pb2.Org(id="Not Valid", currency="dollars")), metadata=client.auth))
+    assert set(error.violations) == {"org.id", "org.currency"}
+    error = await expect_error(client.admin.CreateApp(admin_pb2.CreateAppRequest(
+        app=admin_pb2.App(id="a", org_id="nope")), metadata=client.auth))
+    assert (error.code, error.message) == (grpc.StatusCode.NOT_FOUND,
+                                           "(org_id)=(nope) referenced by app 'a' not found")
+    await tenant(client)
+    error = await expect_error(client.admin.CreateOrg(admin_pb2.CreateOrgRequest(
+        org=admin_pb2.Org(id="acme")), metadata=client.auth))
+    assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS")
+    error = await expect_error(client.admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(
+        app_id="missing"), metadata=client.auth))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+
+
+def _policy(**fields):
+    return admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(**fields))
+
+
+APP = types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="chat")
+RPM = types_pb2.RateLimitConfig(metric=types_pb2.METRIC_REQUESTS, window=types_pb2.WINDOW_MINUTE,
+                                limit=5)
+
+
+async def test_invalid_and_unbuilt_policies_are_refused_and_never_stored(client):
+    await tenant(client)
+    cases = [
+        (_policy(scope=APP), grpc.StatusCode.INVALID_ARGUMENT, "policy.config"),
+        (_policy(scope=APP, rate_limit=types_pb2.RateLimitConfig(limit=0)),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.rate_limit.metric"),
+        (_policy(rate_limit=RPM), grpc.StatusCode.INVALID_ARGUMENT, "policy.scope.kind"),
+        (_policy(scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="ghost"),
+                 rate_limit=RPM), grpc.StatusCode.NOT_FOUND, None),
+        (_policy(scope=APP, budget=types_pb2.BudgetConfig(limit_micros=1)),
+         grpc.StatusCode.UNIMPLEMENTED, None),
+        (_policy(scope=APP, rate_limit=types_pb2.RateLimitConfig(
+            metric=types_pb2.METRIC_TOTAL_TOKENS, window=types_pb2.WINDOW_MINUTE, limit=5)),
+         grpc.StatusCode.UNIMPLEMENTED, None),
+        (_policy(scope=APP, rate_limit=RPM, failure_mode=types_pb2.FAILURE_MODE_FAIL_OPEN),
+         grpc.StatusCode.UNIMPLEMENTED, None),
+    ]
+    for request, code, field in cases:
+        error = await expect_error(client.admin.CreatePolicy(request, metadata=client.auth))
+        assert error.code == code, request
+        if field:
+            assert field in error.violations
+    listed = await client.admin.ListPolicies(admin_pb2.ListPoliciesRequest(), metadata=client.auth)
+    assert list(listed.policies) == []
+
+
+async def test_unimplemented_rpcs_say_so_and_the_readme_lists_them(client):
+    error = await expect_error(client.admin.CreateTeam(admin_pb2.CreateTeamRequest(),
+                                                       metadata=client.auth))
+    assert (error.code, error.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Not built yet")[1].split("\n## ")[0]
+    for name in AdminService.UNIMPLEMENTED:
+        assert f"`Admin.{name}`" in section, name
+    assert WardenService.UNIMPLEMENTED == ()

@@ -1,0 +1,41 @@
+import pytest
+
+from warden.engine.pricing import Price, cost_micros
+from warden.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    s = Settings.load(env={})
+    assert (s.listen, s.metrics_listen, s.embedded_database, s.migrate_on_start) == \
+        ("127.0.0.1:50051", "127.0.0.1:9464", True, True)
+
+
+def test_external_database_does_not_migrate_unless_asked() -> None:
+    url = "postgresql://db/warden"
+    assert not Settings.load(env={"WARDEN_DATABASE_URL": url}).migrate_on_start
+    assert Settings.load(env={"WARDEN_DATABASE_URL": url, "WARDEN_MIGRATE": "true"}) \
+        .migrate_on_start
+
+
+def test_every_bad_value_is_reported_with_its_source() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(env={"WARDEN_LISTEN": "nowhere", "WARDEN_DB_POOL_MAX": "-1",
+                           "WARDEN_DATABASE_URL": "mysql://x"},
+                      overrides={"log_level": "LOUD"})
+    message = str(caught.value)
+    for expected in ("WARDEN_LISTEN='nowhere'", "WARDEN_DB_POOL_MAX='-1'",
+                     "WARDEN_DATABASE_URL='mysql://x'", "--log-level='LOUD'"):
+        assert expected in message
+
+
+def test_flags_win_over_environment() -> None:
+    s = Settings.load(env={"WARDEN_LISTEN": "127.0.0.1:1"}, overrides={"listen": "unix:/tmp/w"})
+    assert s.listen == "unix:/tmp/w"
+
+
+def test_cost_rounds_up_and_prices_cached_tokens() -> None:
+    price = Price(input_micros_per_million=150_000, output_micros_per_million=600_000,
+                  cached_input_micros_per_million=75_000)
+    assert cost_micros(price, 1000, 500, 200) == 435
+    assert cost_micros(price, 1, 0, 0) == 1  # 0.15 micros rounds up
+    assert cost_micros(price, 0, 0, 0) == 0
