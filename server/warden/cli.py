@@ -63,7 +63,7 @@ Demo org 'demo', app 'demo-app' (60 requests/minute), new API key:
 
 Call it from another shell:
 
-  warden authorize --target {target} --key {key.plaintext} --model gpt-4o-mini
+  {sys.executable} -m warden authorize --target {target} --key {key.plaintext} --model gpt-4o-mini
 
 Admin token: {app.admin_token}
 Stop with Ctrl-C.
