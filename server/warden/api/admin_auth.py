@@ -38,6 +38,7 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> Any:
         if not details.method.startswith(ADMIN_PREFIX):
             return await continuation(details)
+        start = time.perf_counter()
         error = self._refusal(tuple(details.invocation_metadata or ()))
         if error is None:
             return await continuation(details)
@@ -45,7 +46,6 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         log.warning("admin call refused", extra={"method": method, "reason": error.reason})
 
         async def refuse(_raw: bytes, context: grpc.aio.ServicerContext) -> None:
-            start = time.perf_counter()
             metrics.RPC_DURATION.labels(method, error.code).observe(time.perf_counter() - start)
             await abort(context, error)
 
