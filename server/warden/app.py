@@ -15,7 +15,9 @@ import logging
 import os
 import secrets
 import signal
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -30,10 +32,13 @@ from warden.api.admin_service import AdminService
 from warden.api.decoding import DecodeErrorInterceptor
 from warden.api.errors import database_unavailable
 from warden.api.warden_service import WardenService
+from warden.cache import Cache
 from warden.components import Components
 from warden.settings import Settings
 from warden.store import postgres
+from warden.store.apply import PostgresApplyStore
 from warden.store.embedded import EmbeddedPostgres
+from warden.store.lookups import PostgresChangeFeed, PostgresLookupStore
 from warden.store.migrate import check_schema, migrate
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
@@ -89,6 +94,10 @@ class App:
         self._health: health.aio.HealthServicer | None = None
         self._metrics_server = None
         self._watcher: asyncio.Task | None = None
+        self._feed: PostgresChangeFeed | None = None
+        self._feed_task: asyncio.Task | None = None
+        self._clock_offset = timedelta(0)
+        self.cache: Cache | None = None
 
     @property
     def target(self) -> str:
@@ -119,6 +128,12 @@ class App:
             else:
                 await check_schema(conn)
             await _check_pepper(conn, pepper)
+            await self._sync_clock(conn)
+        self.cache = Cache(PostgresLookupStore(self._pool), s.cache_max_entries,
+                           s.cache_ttl_seconds)
+        self._feed = PostgresChangeFeed(self.database_url, max(s.health_interval_seconds, 0.5))
+        self._feed_task = asyncio.create_task(
+            self._feed.run(self.cache.invalidate, self.cache.invalidate_all))
         components = Components(
             directory=postgres.PostgresDirectoryStore(self._pool),
             policies=postgres.PostgresPolicyStore(self._pool),
@@ -126,7 +141,10 @@ class App:
             counters=postgres.PostgresCounterStore(self._pool),
             usage=postgres.PostgresUsageStore(self._pool),
             audit=postgres.PostgresAuditSink(self._pool),
+            apply=PostgresApplyStore(self._pool),
+            cache=self.cache,
             key_pepper=pepper,
+            clock=self.database_now,
         )
         await self._start_grpc(components)
         if s.metrics_listen:
@@ -138,11 +156,22 @@ class App:
         log.info("warden serving", extra={"target": self.target, "metrics_port": self.metrics_port,
                                           "embedded_database": s.embedded_database})
 
+    def database_now(self) -> datetime:
+        return datetime.now(UTC) + self._clock_offset
+
+    async def _sync_clock(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
+        """Measure the database clock against ours (half the round trip is the error bound)."""
+        before = time.time()
+        db_now = await conn.fetchval("SELECT now()")
+        after = time.time()
+        self._clock_offset = db_now - datetime.fromtimestamp((before + after) / 2, UTC)
+
     async def _start_grpc(self, components: Components) -> None:
         s = self.settings
         size = s.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[AdminAuthInterceptor(self.admin_token), DecodeErrorInterceptor()],
+            interceptors=[AdminAuthInterceptor(self.admin_token, components.audit),
+                          DecodeErrorInterceptor()],
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)])
@@ -175,8 +204,8 @@ class App:
         while True:
             await asyncio.sleep(self.settings.health_interval_seconds)
             try:
-                await self._pool.fetchval("SELECT 1", timeout=max(1.0, self.settings
-                                                                  .health_interval_seconds))
+                await asyncio.wait_for(self._sync_clock(self._pool),
+                                       max(1.0, self.settings.health_interval_seconds))
                 now_up = True
             except Exception as exc:  # noqa: BLE001 - any failure of SELECT 1 is "down"
                 if not database_unavailable(exc):
@@ -190,8 +219,9 @@ class App:
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace_seconds
         log.info("shutting down", extra={"grace_seconds": grace})
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._feed_task):
+            if task is not None:
+                task.cancel()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:

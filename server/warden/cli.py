@@ -1,4 +1,5 @@
-"""`warden serve | migrate | health | authorize`. Server flags come from settings.OPTIONS."""
+"""`warden serve | migrate | health | authorize`, and the Admin commands of cli_admin.py
+(`apply`, `keys`, `policies`, `providers`). Server flags come from settings.OPTIONS."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import uuid
 import grpc
 from google.protobuf import json_format
 
-from warden import logs
+from warden import cli_admin, logs
 from warden.settings import OPTIONS, Settings, SettingsError
 
 log = logging.getLogger("warden.cli")
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     auth.add_argument("--max-output-tokens", type=int, default=256)
     auth.add_argument("--prompt", default="")
     auth.add_argument("--request-id", default="")
+    cli_admin.register(commands)
 
     args = parser.parse_args(argv)
     try:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
+from warden.cache import Cache
 from warden.store.base import (
+    ApplyStore,
     AuditSink,
     CounterStore,
     DirectoryStore,
@@ -22,4 +26,8 @@ class Components:
     counters: CounterStore
     usage: UsageStore
     audit: AuditSink
+    apply: ApplyStore
+    cache: Cache
     key_pepper: bytes
+    # The database's clock, read locally (key expiry and rotation grace are judged by it).
+    clock: Callable[[], datetime]

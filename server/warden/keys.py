@@ -10,7 +10,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from warden.engine import Identity
 from warden.errors import WardenError
 
 _KEY = re.compile(r"^wk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -22,11 +21,11 @@ class KeyRecord:
     org_id: str
     app_id: str
     user_id: str
+    team_ids: tuple[str, ...]  # the app's team and the key's user's teams
     hash: bytes
     allowed_models: tuple[str, ...]
     expire_time: datetime | None
-    revoke_time: datetime | None
-    now: datetime  # database clock when read
+    revoke_time: datetime | None  # may lie ahead: the end of a rotation's grace period
 
 
 def new_key(pepper: bytes) -> tuple[str, str, bytes]:
@@ -49,11 +48,13 @@ def _unauthenticated(reason: str, message: str) -> WardenError:
     return WardenError("UNAUTHENTICATED", reason, message)
 
 
-def authenticate(record: KeyRecord | None, plaintext: str, pepper: bytes) -> Identity:
+def authenticate(record: KeyRecord | None, plaintext: str, pepper: bytes,
+                 now: datetime) -> KeyRecord:
+    """The key's record if `plaintext` is a live key at `now` (the database's clock)."""
     if record is None or not hmac.compare_digest(record.hash, key_hash(pepper, plaintext)):
         raise _unauthenticated("API_KEY_INVALID", "unknown API key")
-    if record.revoke_time is not None and record.revoke_time <= record.now:
+    if record.revoke_time is not None and record.revoke_time <= now:
         raise _unauthenticated("API_KEY_REVOKED", f"API key {record.id} was revoked")
-    if record.expire_time is not None and record.expire_time <= record.now:
+    if record.expire_time is not None and record.expire_time <= now:
         raise _unauthenticated("API_KEY_EXPIRED", f"API key {record.id} has expired")
-    return Identity(record.org_id, record.app_id, record.id, record.user_id, record.allowed_models)
+    return record

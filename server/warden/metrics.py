@@ -22,3 +22,17 @@ AUDIT_EVENTS = Counter("warden_audit_events_total", "Audit events acknowledged."
 COMPONENT_UP = Gauge(
     "warden_component_up", "1 when a component passes its health check.", ["component"]
 )
+CACHE_HITS = Counter("warden_cache_hits_total", "Cache lookups answered in process.", ["cache"])
+CACHE_MISSES = Counter(
+    "warden_cache_misses_total", "Cache lookups that read the database.", ["cache"]
+)
+CACHE_INVALIDATIONS = Counter(
+    "warden_cache_invalidations_total",
+    "Cache entries dropped: exact (a change notification named them), full (the change feed "
+    "reconnected) or admin_write (this sidecar made a change).",
+    ["cache", "how"],
+)
+CACHE_ENTRIES = Gauge("warden_cache_entries", "Entries held per cache.", ["cache"])
+CHANGE_FEED_RECONNECTS = Counter(
+    "warden_change_feed_reconnects_total", "Times the change notification connection was lost."
+)

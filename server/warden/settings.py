@@ -118,6 +118,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("health_interval_seconds", _non_negative_float, "2",
            "how often component health is checked"),
     Option("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Option("cache_ttl_seconds", _non_negative_float, "60",
+           "how long a cached key, user or policy set may be used without a change "
+           "notification (a safety net: changes are pushed within milliseconds); 0 disables "
+           "the cache"),
+    Option("cache_max_entries", _positive_int, "100000",
+           "entries kept per cache (keys, users, policy sets by scope)"),
 )
 
 
@@ -137,6 +143,8 @@ class Settings:
     shutdown_grace_seconds: float
     health_interval_seconds: float
     log_level: str
+    cache_ttl_seconds: float
+    cache_max_entries: int
 
     @property
     def embedded_database(self) -> bool:

@@ -76,7 +76,7 @@ async def test_audit_batch_is_refused_whole(client, db):
     assert await db.fetchval("SELECT count(*) FROM audit_events") == 0
 
 
-async def test_admin_is_closed_without_the_token(client):
+async def test_admin_is_closed_without_the_token(client, db):
     request = admin_pb2.CreateOrgRequest(org=admin_pb2.Org(id="acme"))
     error = await expect_error(client.admin.CreateOrg(request))
     assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_MISSING")
@@ -89,6 +89,11 @@ async def test_admin_is_closed_without_the_token(client):
     assert error.reason == "ADMIN_TOKEN_MISSING"
     orgs = await client.admin.ListOrgs(admin_pb2.ListOrgsRequest(), metadata=client.auth)
     assert list(orgs.orgs) == []
+    refusals = await db.fetch("SELECT method, reason, peer FROM admin_refusals ORDER BY id")
+    assert [(r["method"], r["reason"]) for r in refusals] == [
+        ("CreateOrg", "ADMIN_TOKEN_MISSING"), ("CreateOrg", "ADMIN_TOKEN_INVALID"),
+        ("CreateOrg", "ADMIN_TOKEN_MISSING")]
+    assert all(r["peer"].startswith("ipv4:127.0.0.1:") for r in refusals)
 
 
 async def test_malformed_bytes_are_refused_without_harm(client):
@@ -151,7 +156,31 @@ async def test_invalid_and_unbuilt_policies_are_refused_and_never_stored(client)
         (_policy(scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="ghost"),
                  rate_limit=RPM), grpc.StatusCode.NOT_FOUND, None),
         (_policy(scope=APP, budget=types_pb2.BudgetConfig(limit_micros=1)),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.budget.period"),
+        (_policy(scope=APP, budget=types_pb2.BudgetConfig(period=types_pb2.PERIOD_DAY,
+                                                          limit_micros=1)),
          grpc.StatusCode.UNIMPLEMENTED, None),
+        (_policy(scope=APP, model_access=types_pb2.ModelAccessConfig(
+            allow_models=["gpt-4o"], deny_models=["gpt-4o"])),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.model_access.deny_models"),
+        (_policy(scope=APP, model_access=types_pb2.ModelAccessConfig(
+            aliases={"fast": "quick", "quick": "fast"})),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.model_access.aliases['fast']"),
+        (_policy(scope=APP, routing=types_pb2.RoutingConfig()),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.routing"),
+        (_policy(scope=APP, routing=types_pb2.RoutingConfig(rules=[types_pb2.RouteRule(
+            alias="x", targets=[types_pb2.RouteTarget(model="m")])])),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.routing.rules[0].targets[0].provider"),
+        (_policy(scope=APP, pii=types_pb2.PiiConfig(action=types_pb2.GUARDRAIL_ACTION_BLOCK,
+                                                    entities=["email", "shoe_size"])),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.pii.entities[1]"),
+        (_policy(scope=APP, prompt_injection=types_pb2.PromptInjectionConfig(
+            action=types_pb2.GUARDRAIL_ACTION_REDACT, threshold=1.5)),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.prompt_injection.threshold"),
+        (_policy(scope=APP, rate_limit=RPM, locked=True),
+         grpc.StatusCode.INVALID_ARGUMENT, "policy.locked"),
+        (_policy(scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_TEAM, id="nobody"),
+                 rate_limit=RPM), grpc.StatusCode.NOT_FOUND, None),
         (_policy(scope=APP, rate_limit=types_pb2.RateLimitConfig(
             metric=types_pb2.METRIC_TOTAL_TOKENS, window=types_pb2.WINDOW_MINUTE, limit=5)),
          grpc.StatusCode.UNIMPLEMENTED, None),
@@ -168,8 +197,8 @@ async def test_invalid_and_unbuilt_policies_are_refused_and_never_stored(client)
 
 
 async def test_unimplemented_rpcs_say_so_and_the_readme_lists_them(client):
-    error = await expect_error(client.admin.CreateTeam(admin_pb2.CreateTeamRequest(),
-                                                       metadata=client.auth))
+    error = await expect_error(client.admin.GetUsage(admin_pb2.GetUsageRequest(),
+                                                     metadata=client.auth))
     assert (error.code, error.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("## Not built yet")[1].split("\n## ")[0]

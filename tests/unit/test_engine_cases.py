@@ -1,39 +1,31 @@
-"""Decision cases as data: each file in cases/ holds an identity, a request, policies, what the
-counter store admits, and the expected decision with its explanation."""
+"""Decision cases as data: each file in cases/ holds an identity (with its teams), a request,
+policies as stored rows (config in proto3 JSON), provider switches, what the counter store
+admits, and the expected decision with its explanation and route."""
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from warden import engine
-from warden.engine import (
-    AuthorizeInput,
-    Identity,
-    LimitOutcome,
-    PolicyRecord,
-    RateLimit,
-)
+from warden.engine import AuthorizeInput, Identity, LimitOutcome, ProviderSwitch, policy_from_row
 
-CASES = sorted((Path(__file__).parent / "cases").glob("*.json"))
+CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
 NOW = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
-
-
-def _policy(data: dict) -> PolicyRecord:
-    limit = data.get("rate_limit")
-    return PolicyRecord(data["id"], data["scope_kind"], data["scope_id"], data["policy_type"],
-                        data.get("mode", "enforce"), RateLimit(**limit) if limit else None)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_case(path: Path) -> None:
-    case = json.loads(path.read_text())
-    identity = Identity(**{**case["identity"],
-                           "allowed_models": tuple(case["identity"].get("allowed_models", ()))})
-    plan = engine.plan(identity, AuthorizeInput(**case["request"]),
-                       [_policy(p) for p in case["policies"]])
-    assert [c.policy.id for c in plan.checks] == case["expect"]["checked"]
+    case = yaml.safe_load(path.read_text())
+    identity = Identity(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in case["identity"].items()})
+    policies = [policy_from_row({"mode": "enforce", **p}) for p in case.get("policies", [])]
+    switches = [ProviderSwitch(**s) for s in case.get("switches", [])]
+    plan = engine.plan(identity, AuthorizeInput(**case["request"]), policies, switches)
+    expect = case["expect"]
+    assert [c.policy.id for c in plan.checks] == expect.get("checked", [])
+
     used = case.get("used", {})
     outcomes = []
     for check in plan.checks:
@@ -42,14 +34,27 @@ def test_case(path: Path) -> None:
         outcomes.append(LimitOutcome(check, admitted, count + check.amount if admitted else count,
                                      NOW, NOW + timedelta(seconds=30)))
     decision = engine.decide(plan, outcomes)
-    expect = case["expect"]
+
     assert decision.allowed == expect["allowed"]
     assert decision.reason.value == expect["reason"]
-    assert [(r.policy_id, r.allowed, r.reason.value) for r in decision.results] == \
-        [tuple(r) for r in expect["results"]]
+    got = [(r.policy_id, r.allowed, r.reason.value) for r in decision.results]
+    assert got == [tuple(r[:3]) for r in expect["results"]]
+    for result, wanted in zip(decision.results, expect["results"], strict=True):
+        if len(wanted) > 3:
+            assert wanted[3] in result.message, (result.policy_id, result.message)
     retry = decision.retry_after.total_seconds() if decision.retry_after else None
     assert retry == expect.get("retry_after_seconds")
+    route = expect.get("route")
+    if route is None:
+        assert decision.route is None
+    else:
+        assert decision.route is not None
+        assert (decision.route.provider, decision.route.model,
+                decision.route.max_output_tokens) == (route["provider"], route["model"],
+                                                      route.get("max_output_tokens", 0))
+        assert [[t.provider, t.model] for t in decision.route.fallbacks] == \
+            route.get("fallbacks", [])
 
 
 def test_there_are_cases() -> None:
-    assert len(CASES) >= 4
+    assert len(CASES) >= 15

@@ -1,5 +1,5 @@
 """Admin is closed by default: every /warden.v1.Admin/ call needs `authorization: Bearer <token>`,
-checked before the request is deserialized."""
+checked before the request is deserialized. Each refusal is recorded in admin_refusals."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ import grpc
 from warden import metrics
 from warden.api.errors import abort
 from warden.errors import WardenError
+from warden.store.base import AuditSink
 
 log = logging.getLogger("warden.admin")
 ADMIN_PREFIX = "/warden.v1.Admin/"
 
 
 class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, audit: AuditSink) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._audit = audit
 
     def _refusal(self, metadata: tuple[Any, ...]) -> WardenError | None:
         values = [v for k, v in metadata if k == "authorization"]
@@ -46,6 +48,10 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         log.warning("admin call refused", extra={"method": method, "reason": error.reason})
 
         async def refuse(_raw: bytes, context: grpc.aio.ServicerContext) -> None:
+            try:
+                await self._audit.admin_refused(method, context.peer() or "", error.reason)
+            except Exception:  # noqa: BLE001 - the refusal stands even if it cannot be recorded
+                log.exception("could not record an admin refusal")
             metrics.RPC_DURATION.labels(method, error.code).observe(time.perf_counter() - start)
             await abort(context, error)
 

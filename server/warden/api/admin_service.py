@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
-from collections.abc import Mapping, Sequence
-from datetime import UTC
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, timedelta
 from typing import Any
 
 import grpc
 
 from warden.api import convert
+from warden.api.apply import handle_apply
 from warden.api.errors import fill_unimplemented, rpc
+from warden.api.policies import policy_row, validate_policy
 from warden.api.validate import Violations
 from warden.components import Components
-from warden.errors import WardenError, not_found, unimplemented
+from warden.errors import not_found
 from warden.keys import new_key
-from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from warden.v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_PAGE = 100
+MAX_ROTATION_GRACE = timedelta(days=30)
 
 
 def _new_id(prefix: str) -> str:
@@ -33,6 +37,34 @@ def _page(rows: Sequence[Mapping[str, Any]], size: int) -> tuple[Sequence[Mappin
 
 def _page_size(request: Any) -> int:
     return request.page_size or DEFAULT_PAGE
+
+
+async def _list_children(request: Any, parent: str,
+                         fetch: Callable[[str, str, int], Awaitable[Sequence[Mapping[str, Any]]]],
+                         to_proto: Callable[[Mapping[str, Any]], Any]) -> tuple[list[Any], str]:
+    """One page of the children of `request.<parent>` (an org's teams, an app's keys ...)."""
+    v = Violations()
+    v.id(getattr(request, parent), parent)
+    v.page_size(request.page_size)
+    v.done()
+    size = _page_size(request)
+    rows, token = _page(await fetch(getattr(request, parent), request.page_token, size + 1), size)
+    return [to_proto(r) for r in rows], token
+
+
+def _flushes_cache(handler):
+    """After a write that cached entries depend on, this sidecar drops its cache at once, not
+    a few milliseconds later when its own change notification arrives: a client that writes and
+    then calls Authorize here must see its write. Other sidecars rely on the notification."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: AdminService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        finally:
+            self._c.cache.invalidate_all("admin_write")
+
+    return wrapper
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
@@ -78,48 +110,85 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                                           next_page_token=token)
 
     @rpc
+    async def CreateTeam(self, request: admin_pb2.CreateTeamRequest,
+                         context: grpc.aio.ServicerContext) -> admin_pb2.CreateTeamResponse:
+        team, v = request.team, Violations()
+        v.id(team.id, "team.id", required=False)
+        v.id(team.org_id, "team.org_id")
+        v.text(team.display_name, "team.display_name")
+        v.done()
+        row = await self._c.directory.create_team({
+            "id": team.id or _new_id("team"), "org_id": team.org_id,
+            "display_name": team.display_name})
+        return admin_pb2.CreateTeamResponse(team=convert.team_to_proto(row))
+
+    @rpc
+    async def ListTeams(self, request: admin_pb2.ListTeamsRequest,
+                        context: grpc.aio.ServicerContext) -> admin_pb2.ListTeamsResponse:
+        items, token = await _list_children(request, "org_id", self._c.directory.list_teams,
+                                            convert.team_to_proto)
+        return admin_pb2.ListTeamsResponse(teams=items, next_page_token=token)
+
+    @_flushes_cache
+    @rpc
+    async def CreateUser(self, request: admin_pb2.CreateUserRequest,
+                         context: grpc.aio.ServicerContext) -> admin_pb2.CreateUserResponse:
+        user, v = request.user, Violations()
+        v.id(user.id, "user.id", required=False)
+        v.id(user.org_id, "user.org_id")
+        v.text(user.display_name, "user.display_name")
+        for i, team_id in enumerate(user.team_ids):
+            v.id(team_id, f"user.team_ids[{i}]")
+        v.check(len(set(user.team_ids)) == len(user.team_ids), "user.team_ids",
+                "must not name a team twice")
+        v.done()
+        row = await self._c.directory.create_user({
+            "id": user.id or _new_id("user"), "org_id": user.org_id,
+            "display_name": user.display_name, "team_ids": list(user.team_ids)})
+        return admin_pb2.CreateUserResponse(user=convert.user_to_proto(row))
+
+    @rpc
+    async def ListUsers(self, request: admin_pb2.ListUsersRequest,
+                        context: grpc.aio.ServicerContext) -> admin_pb2.ListUsersResponse:
+        items, token = await _list_children(request, "org_id", self._c.directory.list_users,
+                                            convert.user_to_proto)
+        return admin_pb2.ListUsersResponse(users=items, next_page_token=token)
+
+    @rpc
     async def CreateApp(self, request: admin_pb2.CreateAppRequest,
                         context: grpc.aio.ServicerContext) -> admin_pb2.CreateAppResponse:
         app, v = request.app, Violations()
         v.id(app.id, "app.id", required=False)
         v.id(app.org_id, "app.org_id")
         v.text(app.display_name, "app.display_name")
+        v.id(app.team_id, "app.team_id", required=False)
         v.done()
-        if app.team_id:
-            raise unimplemented("assigning apps to teams")
         row = await self._c.directory.create_app({
             "id": app.id or _new_id("app"), "org_id": app.org_id,
-            "display_name": app.display_name})
+            "display_name": app.display_name, "team_id": app.team_id or None})
         return admin_pb2.CreateAppResponse(app=convert.app_to_proto(row))
 
     @rpc
     async def ListApps(self, request: admin_pb2.ListAppsRequest,
                        context: grpc.aio.ServicerContext) -> admin_pb2.ListAppsResponse:
-        v = Violations()
-        v.id(request.org_id, "org_id")
-        v.page_size(request.page_size)
-        v.done()
-        size = _page_size(request)
-        rows, token = _page(await self._c.directory.list_apps(
-            request.org_id, request.page_token, size + 1), size)
-        return admin_pb2.ListAppsResponse(apps=[convert.app_to_proto(r) for r in rows],
-                                          next_page_token=token)
+        items, token = await _list_children(request, "org_id", self._c.directory.list_apps,
+                                            convert.app_to_proto)
+        return admin_pb2.ListAppsResponse(apps=items, next_page_token=token)
 
     @rpc
     async def CreateApiKey(self, request: admin_pb2.CreateApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> admin_pb2.CreateApiKeyResponse:
         v = Violations()
         v.id(request.app_id, "app_id")
+        v.id(request.user_id, "user_id", required=False)
         v.text(request.display_name, "display_name")
         for i, model in enumerate(request.allowed_models):
             if v.required(model, f"allowed_models[{i}]"):
                 v.text(model, f"allowed_models[{i}]")
         v.done()
-        if request.user_id:
-            raise unimplemented("keys for users")
         plaintext, prefix, digest = new_key(self._c.key_pepper)
         row = await self._c.directory.create_api_key({
-            "id": _new_id("key"), "app_id": request.app_id,
+            "id": _new_id("key"), "app_id": request.app_id, "user_id": request.user_id or None,
             "display_name": request.display_name, "prefix": prefix, "hash": digest,
             "allowed_models": list(request.allowed_models),
             "expire_time": (request.expire_time.ToDatetime(UTC)
@@ -130,16 +199,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     @rpc
     async def ListApiKeys(self, request: admin_pb2.ListApiKeysRequest,
                           context: grpc.aio.ServicerContext) -> admin_pb2.ListApiKeysResponse:
-        v = Violations()
-        v.id(request.app_id, "app_id")
-        v.page_size(request.page_size)
-        v.done()
-        size = _page_size(request)
-        rows, token = _page(await self._c.directory.list_api_keys(
-            request.app_id, request.page_token, size + 1), size)
-        return admin_pb2.ListApiKeysResponse(
-            api_keys=[convert.api_key_to_proto(r) for r in rows], next_page_token=token)
+        items, token = await _list_children(request, "app_id", self._c.directory.list_api_keys,
+                                            convert.api_key_to_proto)
+        return admin_pb2.ListApiKeysResponse(api_keys=items, next_page_token=token)
 
+    @_flushes_cache
     @rpc
     async def RevokeApiKey(self, request: admin_pb2.RevokeApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> admin_pb2.RevokeApiKeyResponse:
@@ -151,20 +215,40 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             raise not_found(f"API key {request.id!r}")
         return admin_pb2.RevokeApiKeyResponse(api_key=convert.api_key_to_proto(row))
 
+    @_flushes_cache
+    @rpc
+    async def RotateApiKey(self, request: admin_pb2.RotateApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> admin_pb2.RotateApiKeyResponse:
+        v = Violations()
+        v.id(request.id, "id")
+        grace = request.grace_period.ToTimedelta()
+        v.check(timedelta(0) <= grace <= MAX_ROTATION_GRACE, "grace_period",
+                "must be between 0 and 30 days")
+        v.done()
+        plaintext, prefix, digest = new_key(self._c.key_pepper)
+        row = await self._c.directory.rotate_api_key(
+            request.id, {"id": _new_id("key"), "prefix": prefix, "hash": digest}, grace)
+        return admin_pb2.RotateApiKeyResponse(api_key=convert.api_key_to_proto(row),
+                                              plaintext=plaintext)
+
+    @_flushes_cache
     @rpc
     async def CreatePolicy(self, request: admin_pb2.CreatePolicyRequest,
                            context: grpc.aio.ServicerContext) -> admin_pb2.CreatePolicyResponse:
-        policy = request.policy
-        _validate_policy(policy)
-        kind, config = convert.policy_config_json(policy)
-        row = await self._c.policies.create_policy({
-            "id": policy.id or _new_id("pol"),
-            "scope_kind": convert.SCOPE_NAMES[policy.scope.kind], "scope_id": policy.scope.id,
-            "name": policy.name, "policy_type": kind,
-            "mode": "dry_run" if policy.mode == types_pb2.POLICY_MODE_DRY_RUN else "enforce",
-            "priority": policy.priority, "locked": policy.locked,
-            "failure_mode": "fail_closed", "config": config})
+        validate_policy(request.policy)
+        row = await self._c.policies.create_policy(
+            {"id": request.policy.id or _new_id("pol"), **policy_row(request.policy)})
         return admin_pb2.CreatePolicyResponse(policy=convert.policy_to_proto(row))
+
+    @_flushes_cache
+    @rpc
+    async def UpdatePolicy(self, request: admin_pb2.UpdatePolicyRequest,
+                           context: grpc.aio.ServicerContext) -> admin_pb2.UpdatePolicyResponse:
+        """Replaces every setting of the policy; scope and type are fixed at creation."""
+        validate_policy(request.policy, require_id=True)
+        row = await self._c.policies.update_policy(
+            {"id": request.policy.id, **policy_row(request.policy)}, request.policy.revision)
+        return admin_pb2.UpdatePolicyResponse(policy=convert.policy_to_proto(row))
 
     @rpc
     async def GetPolicy(self, request: admin_pb2.GetPolicyRequest,
@@ -177,6 +261,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             raise not_found(f"policy {request.id!r}")
         return admin_pb2.GetPolicyResponse(policy=convert.policy_to_proto(row))
 
+    @_flushes_cache
     @rpc
     async def DeletePolicy(self, request: admin_pb2.DeletePolicyRequest,
                            context: grpc.aio.ServicerContext) -> admin_pb2.DeletePolicyResponse:
@@ -227,42 +312,41 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         rows = await self._c.prices.list_prices()
         return admin_pb2.ListModelPricesResponse(prices=[convert.price_to_proto(r) for r in rows])
 
+    @_flushes_cache
+    @rpc
+    async def SetProviderSwitch(
+        self, request: admin_pb2.SetProviderSwitchRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetProviderSwitchResponse:
+        switch, v = request.switch, Violations()
+        if v.required(switch.provider, "switch.provider"):
+            v.text(switch.provider, "switch.provider")
+        v.text(switch.model, "switch.model")
+        v.id(switch.org_id, "switch.org_id", required=False)
+        v.text(switch.reason, "switch.reason")
+        v.check(switch.enabled or bool(switch.reason), "switch.reason",
+                "is required when switching off (it is shown to every denied caller)")
+        v.done()
+        row = await self._c.directory.set_provider_switch({
+            "provider": switch.provider, "model": switch.model, "org_id": switch.org_id,
+            "enabled": switch.enabled, "reason": switch.reason})
+        return admin_pb2.SetProviderSwitchResponse(switch=convert.switch_to_proto(row))
 
-_IMPLEMENTED_SCOPES = (types_pb2.SCOPE_KIND_ORG, types_pb2.SCOPE_KIND_APP,
-                       types_pb2.SCOPE_KIND_API_KEY)
+    @rpc
+    async def ListProviderSwitches(
+        self, request: admin_pb2.ListProviderSwitchesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListProviderSwitchesResponse:
+        v = Violations()
+        v.id(request.org_id, "org_id", required=False)
+        v.done()
+        rows = await self._c.directory.list_provider_switches(request.org_id)
+        return admin_pb2.ListProviderSwitchesResponse(
+            switches=[convert.switch_to_proto(r) for r in rows])
 
-
-def _validate_policy(policy: types_pb2.Policy) -> None:
-    """Refuse, with every problem named, a policy the engine would not enforce exactly as given."""
-    v = Violations()
-    v.id(policy.id, "policy.id", required=False)
-    v.text(policy.name, "policy.name")
-    v.check(policy.scope.kind in convert.SCOPE_NAMES, "policy.scope.kind", "is required")
-    v.id(policy.scope.id, "policy.scope.id")
-    v.check(policy.priority >= 0, "policy.priority", "must be >= 0")
-    kind = policy.WhichOneof("config")
-    v.check(kind is not None, "policy.config", "one of the config fields is required")
-    if kind == "rate_limit":
-        limit = policy.rate_limit
-        v.check(limit.metric != types_pb2.METRIC_UNSPECIFIED, "policy.rate_limit.metric",
-                "is required")
-        v.check(limit.window != types_pb2.WINDOW_UNSPECIFIED, "policy.rate_limit.window",
-                "is required")
-        v.check(0 < limit.limit <= 10**12, "policy.rate_limit.limit",
-                "must be between 1 and 10^12")
-    v.done()
-    if policy.scope.kind not in _IMPLEMENTED_SCOPES:
-        raise unimplemented("policies at team and user scope")
-    if kind != "rate_limit":
-        raise unimplemented(f"{kind} policies")
-    if policy.rate_limit.metric != types_pb2.METRIC_REQUESTS:
-        raise unimplemented("token rate limits")
-    if policy.rate_limit.HasField("selector") and (policy.rate_limit.selector.models
-                                                   or policy.rate_limit.selector.providers):
-        raise unimplemented("rate limit selectors")
-    if policy.failure_mode == types_pb2.FAILURE_MODE_FAIL_OPEN:
-        raise WardenError("UNIMPLEMENTED", "NOT_IMPLEMENTED",
-                          "fail_open is not implemented yet: every policy fails closed")
+    @_flushes_cache
+    @rpc
+    async def Apply(self, request: admin_pb2.ApplyRequest,
+                    context: grpc.aio.ServicerContext) -> admin_pb2.ApplyResponse:
+        return await handle_apply(self._c, request)
 
 
 fill_unimplemented(AdminService, admin_pb2.DESCRIPTOR.services_by_name["Admin"])

@@ -46,6 +46,22 @@ def org_to_proto(row: Row) -> admin_pb2.Org:
                          create_time=timestamp(row["create_time"]))
 
 
+def team_to_proto(row: Row) -> admin_pb2.Team:
+    return admin_pb2.Team(id=row["id"], org_id=row["org_id"], display_name=row["display_name"],
+                          create_time=timestamp(row["create_time"]))
+
+
+def user_to_proto(row: Row) -> admin_pb2.User:
+    return admin_pb2.User(id=row["id"], org_id=row["org_id"], display_name=row["display_name"],
+                          team_ids=row["team_ids"], create_time=timestamp(row["create_time"]))
+
+
+def switch_to_proto(row: Row) -> admin_pb2.ProviderSwitch:
+    return admin_pb2.ProviderSwitch(
+        provider=row["provider"], model=row["model"], org_id=row["org_id"],
+        enabled=row["enabled"], reason=row["reason"], update_time=timestamp(row["update_time"]))
+
+
 def app_to_proto(row: Row) -> admin_pb2.App:
     return admin_pb2.App(id=row["id"], org_id=row["org_id"], display_name=row["display_name"],
                          team_id=row["team_id"] or "", create_time=timestamp(row["create_time"]))
@@ -123,12 +139,14 @@ def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
     return duration
 
 
-def decision_to_proto(decision: Decision, identity: Identity,
-                      request: AuthorizeInput) -> warden_pb2.AuthorizeResponse:
+def decision_to_proto(decision: Decision, identity: Identity) -> warden_pb2.AuthorizeResponse:
     route = None
-    if decision.allowed:
-        route = warden_pb2.Route(provider=request.provider, model=request.model,
-                                 max_output_tokens=request.max_output_tokens)
+    if decision.route is not None:
+        r = decision.route
+        route = warden_pb2.Route(
+            provider=r.provider, model=r.model, max_output_tokens=r.max_output_tokens,
+            fallbacks=[types_pb2.RouteTarget(provider=t.provider, model=t.model)
+                       for t in r.fallbacks])
     return warden_pb2.AuthorizeResponse(
         decision=warden_pb2.DECISION_ALLOW if decision.allowed else warden_pb2.DECISION_DENY,
         reason=reason(decision.reason.value),

@@ -17,7 +17,7 @@ from warden.api.validate import Violations
 from warden.components import Components
 from warden.engine.pricing import cost_micros
 from warden.errors import WardenError
-from warden.keys import authenticate, key_prefix
+from warden.keys import KeyRecord, authenticate, key_prefix
 from warden.v1 import warden_pb2, warden_pb2_grpc
 
 MAX_AUDIT_BATCH = 1000
@@ -30,10 +30,30 @@ class WardenService(warden_pb2_grpc.WardenServicer):
     def __init__(self, components: Components) -> None:
         self._c = components
 
-    async def _identity(self, api_key: str) -> engine.Identity:
+    async def _key(self, api_key: str) -> KeyRecord:
         prefix = key_prefix(api_key)
-        record = await self._c.directory.find_api_key(prefix) if prefix else None
-        return authenticate(record, api_key, self._c.key_pepper)
+        record = await self._c.cache.api_key(prefix) if prefix else None
+        return authenticate(record, api_key, self._c.key_pepper, self._c.clock())
+
+    async def _identity(self, key: KeyRecord, user_id: str) -> engine.Identity:
+        """The scope chain of a call: the key's user, or else the end user the app names. An
+        end user the org does not know is logged but has no user scope (and no teams)."""
+        teams = key.team_ids
+        if key.user_id:
+            if user_id and user_id != key.user_id:
+                raise WardenError(
+                    "PERMISSION_DENIED", "PERMISSION_DENIED",
+                    f"API key {key.id} belongs to user {key.user_id!r} and cannot act for "
+                    f"user {user_id!r}", [("user_id", "must be empty or the key's own user")])
+            user_id = key.user_id
+        elif user_id:
+            user_teams = await self._c.cache.user_teams(key.org_id, user_id)
+            if user_teams is None:
+                user_id = ""
+            else:
+                teams = tuple(sorted(set(teams) | set(user_teams)))
+        return engine.Identity(key.org_id, key.app_id, key.id, user_id, teams,
+                               key.allowed_models)
 
     @rpc
     async def Authorize(self, request: warden_pb2.AuthorizeRequest,
@@ -51,14 +71,14 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         if request.HasField("subject"):
             raise WardenError("UNIMPLEMENTED", "NOT_IMPLEMENTED",
                               "explicit subjects (trusted callers) are not implemented yet")
-        identity = await self._identity(request.api_key)
+        identity = await self._identity(await self._key(request.api_key), request.user_id)
         inp = convert.authorize_input(request)
-        policies = await self._c.policies.policies_for(identity.scopes())
-        decision = await self._c.counters.authorize(engine.plan(identity, inp, policies),
-                                                    engine.decide)
+        plan = engine.plan(identity, inp, await self._c.cache.policies(identity.scopes()),
+                           await self._c.cache.provider_switches())
+        decision = await self._c.counters.authorize(plan, engine.decide)
         metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
                                  decision.reason.value).inc()
-        return convert.decision_to_proto(decision, identity, inp)
+        return convert.decision_to_proto(decision, identity)
 
     @rpc
     async def RecordUsage(self, request: warden_pb2.RecordUsageRequest,
@@ -85,7 +105,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v.check(not request.reservation_id, "reservation_id",
                 "reservations are not implemented yet; leave empty")
         v.done()
-        identity = await self._identity(request.api_key)
+        key = await self._key(request.api_key)
         row = {
             "request_id": request.request_id, "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
@@ -100,11 +120,11 @@ class WardenService(warden_pb2_grpc.WardenServicer):
             def price(p):
                 return cost_micros(p, usage.input_tokens, usage.output_tokens,
                                    usage.cached_input_tokens)
-        cost, duplicate = await self._c.usage.record_usage(identity.org_id, row, price)
+        cost, duplicate = await self._c.usage.record_usage(key.org_id, row, price)
         metrics.USAGE_RECORDS.labels(str(duplicate).lower()).inc()
         return warden_pb2.RecordUsageResponse(cost_micros=cost, duplicate=duplicate)
 
-    async def _append(self, identity: engine.Identity, events, field: str) -> list[str]:
+    async def _append(self, key: KeyRecord, events, field: str) -> list[str]:
         """Validate a batch and store it atomically; return the event ids in order."""
         v = Violations()
         v.check(1 <= len(events) <= MAX_AUDIT_BATCH, field,
@@ -131,7 +151,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         ids = [r["event_id"] for r in rows]
         v.check(len(set(ids)) == len(ids), field, "event ids must be unique within a batch")
         v.done()
-        await self._c.audit.append(identity.org_id, identity.app_id, rows)
+        await self._c.audit.append(key.org_id, key.app_id, rows)
         metrics.AUDIT_EVENTS.inc(len(rows))
         return ids
 
@@ -141,8 +161,8 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v = Violations()
         v.required(request.api_key, "api_key")
         v.done()
-        identity = await self._identity(request.api_key)
-        ids = await self._append(identity, request.events, "events")
+        key = await self._key(request.api_key)
+        ids = await self._append(key, request.events, "events")
         return warden_pb2.AuditResponse(accepted=len(ids), event_ids=ids)
 
     @rpc
@@ -151,24 +171,24 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         """Each message is stored atomically as it arrives; the stream is acknowledged at its
         end. A stream that fails part-way may have stored its earlier messages: resend them with
         the same event ids, which are stored once."""
-        identity, first_key, accepted, index = None, "", 0, 0
+        key, first_key, accepted, index = None, "", 0, 0
         async for message in requests:
             if isinstance(message, Malformed):
                 message.raise_error(f"messages[{index}]")
-            if identity is None:
+            if key is None:
                 v = Violations()
                 v.required(message.api_key, f"messages[{index}].api_key")
                 v.done()
                 first_key = message.api_key
-                identity = await self._identity(first_key)
+                key = await self._key(first_key)
             elif message.api_key and message.api_key != first_key:
                 raise WardenError("INVALID_ARGUMENT", "INVALID_ARGUMENT",
                                   "all messages of a stream must use the same api_key",
                                   [(f"messages[{index}].api_key", "differs from the first")])
-            accepted += len(await self._append(identity, message.events,
+            accepted += len(await self._append(key, message.events,
                                                f"messages[{index}].events"))
             index += 1
-        if identity is None:
+        if key is None:
             raise WardenError("INVALID_ARGUMENT", "INVALID_ARGUMENT", "empty stream",
                               [("messages", "at least one message is required")])
         return warden_pb2.StreamAuditResponse(accepted=accepted)

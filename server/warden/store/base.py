@@ -8,9 +8,11 @@ the data-plane methods speak the engine's dataclasses.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
-from warden.engine import Decision, LimitOutcome, Plan, PolicyRecord
+from warden.engine import Decision, LimitOutcome, Plan, PolicyRecord, ProviderSwitch
 from warden.engine.pricing import Price
 from warden.keys import KeyRecord
 
@@ -18,27 +20,74 @@ Row = Mapping[str, Any]
 
 
 class DirectoryStore(Protocol):
-    """Orgs, apps and API keys. Creating something that exists raises ALREADY_EXISTS; naming a
-    parent that does not exist raises NOT_FOUND. Lists are ordered by id; `after` is exclusive."""
+    """Orgs, teams, apps, users, API keys and provider switches. Creating something that exists
+    raises ALREADY_EXISTS; naming a parent that does not exist (or belongs to another org)
+    raises NOT_FOUND. Lists are ordered by id; `after` is exclusive. Users carry `team_ids`."""
 
     async def create_org(self, org: Row) -> Row: ...
     async def get_org(self, org_id: str) -> Row | None: ...
     async def list_orgs(self, after: str, limit: int) -> list[Row]: ...
+    async def create_team(self, team: Row) -> Row: ...
+    async def list_teams(self, org_id: str, after: str, limit: int) -> list[Row]: ...
     async def create_app(self, app: Row) -> Row: ...
     async def list_apps(self, org_id: str, after: str, limit: int) -> list[Row]: ...
+    async def create_user(self, user: Row) -> Row: ...
+    async def list_users(self, org_id: str, after: str, limit: int) -> list[Row]: ...
     async def create_api_key(self, key: Row) -> Row: ...
     async def list_api_keys(self, app_id: str, after: str, limit: int) -> list[Row]: ...
     async def revoke_api_key(self, key_id: str) -> Row | None: ...
-    async def find_api_key(self, prefix: str) -> KeyRecord | None: ...
+
+    async def rotate_api_key(self, key_id: str, new_key: Row, grace: timedelta) -> Row:
+        """Create `new_key` (id, prefix, hash) as a copy of the key's app, user, models and
+        expiry, and end the old key's life after `grace` (never later than it already ends).
+        NOT_FOUND for an unknown key, FAILED_PRECONDITION for a revoked or expired one."""
+        ...
+
+    async def set_provider_switch(self, switch: Row) -> Row: ...
+    async def list_provider_switches(self, org_id: str) -> list[Row]: ...
 
 
 class PolicyStore(Protocol):
     async def create_policy(self, policy: Row) -> Row: ...
     async def get_policy(self, policy_id: str) -> Row | None: ...
+
+    async def update_policy(self, policy: Row, revision: int) -> Row:
+        """Replace a policy's settings and bump its revision. `revision` > 0 makes it
+        conditional (ABORTED when the stored revision differs). NOT_FOUND for an unknown id,
+        FAILED_PRECONDITION for a changed scope or policy type."""
+        ...
+
     async def delete_policy(self, policy_id: str) -> bool: ...
     async def list_policies(self, scope: tuple[str, str] | None, after: str,
                             limit: int) -> list[Row]: ...
-    async def policies_for(self, scopes: Sequence[tuple[str, str]]) -> list[PolicyRecord]: ...
+
+
+class LookupStore(Protocol):
+    """What every Authorize needs; read through warden.cache.Cache, not on the hot path."""
+
+    async def find_api_key(self, prefix: str) -> KeyRecord | None: ...
+
+    async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
+        """The user's teams, or None when the org has no such user."""
+        ...
+
+    async def policies_for(self, scopes: Sequence[tuple[str, str]]
+                           ) -> dict[tuple[str, str], tuple[PolicyRecord, ...]]:
+        """The policies of each scope (every scope asked for is a key)."""
+        ...
+
+    async def provider_switches(self) -> tuple[ProviderSwitch, ...]: ...
+
+
+class ChangeFeed(Protocol):
+    async def run(self, on_change: Callable[[str, str], None],
+                  on_reset: Callable[[], None]) -> None:
+        """Until cancelled: call on_change(table, row id) for every committed change to a cached
+        table, and on_reset() each time the feed (re)connects, since changes may have been
+        missed while it was away."""
+        ...
+
+    def connected(self) -> bool: ...
 
 
 class PriceStore(Protocol):
@@ -67,4 +116,37 @@ class UsageStore(Protocol):
 class AuditSink(Protocol):
     async def append(self, org_id: str, app_id: str, events: Sequence[Row]) -> int:
         """Store the events atomically, each once per (org, event_id); return how many were new."""
+        ...
+
+    async def admin_refused(self, method: str, peer: str, reason: str) -> None:
+        """Record an Admin call refused for its credentials."""
+        ...
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The state `Admin.Apply` converges the orgs it names to. Rows use the tables' column
+    names; users carry `team_ids` (their memberships); policies carry `id` plus the columns of
+    api.policies.policy_row."""
+
+    orgs: Sequence[Row] = ()
+    teams: Sequence[Row] = ()
+    apps: Sequence[Row] = ()
+    users: Sequence[Row] = ()
+    policies: Sequence[Row] = ()
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # org | team | app | user | policy
+    id: str
+    action: str  # create | update | delete
+    fields: tuple[str, ...] = field(default=())
+
+
+class ApplyStore(Protocol):
+    async def apply(self, declared: Declared, dry_run: bool) -> list[Change]:
+        """Converge the declared orgs in one transaction (serialized against other applies) and
+        return every change in the order made; with dry_run, compute them and roll back. A
+        declaration that cannot be applied raises WardenError and changes nothing."""
         ...

@@ -10,10 +10,9 @@ from typing import Any
 
 import asyncpg
 
-from warden.engine import Decision, LimitOutcome, Plan, PolicyRecord, RateLimit
+from warden.engine import Decision, LimitOutcome, Plan
 from warden.engine.pricing import Price
 from warden.errors import WardenError, already_exists, not_found
-from warden.keys import KeyRecord
 from warden.store.base import Row
 
 
@@ -72,8 +71,35 @@ class PostgresDirectoryStore:
         return await self._pool.fetch(
             "SELECT * FROM orgs WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
 
+    async def create_team(self, team: Row) -> Row:
+        return await self._create("teams", team, f"team {team['id']!r}")
+
+    async def list_teams(self, org_id: str, after: str, limit: int) -> list[Row]:
+        return await self._pool.fetch(
+            "SELECT * FROM teams WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            org_id, after, limit)
+
     async def create_app(self, app: Row) -> Row:
         return await self._create("apps", app, f"app {app['id']!r}")
+
+    async def create_user(self, user: Row) -> Row:
+        teams = list(user["team_ids"])
+        row = {k: v for k, v in user.items() if k != "team_ids"}
+        async with self._pool.acquire() as conn, conn.transaction():
+            sql, args = _insert("users", row)
+            async with _translated(f"user {user['id']!r}"):
+                created = await conn.fetchrow(sql, *args)
+            async with _translated(f"user {user['id']!r}"):
+                await conn.execute(
+                    "INSERT INTO user_teams (org_id, user_id, team_id)"
+                    " SELECT $1, $2, unnest($3::text[])", user["org_id"], user["id"], teams)
+        return {**created, "team_ids": sorted(teams)}
+
+    async def list_users(self, org_id: str, after: str, limit: int) -> list[Row]:
+        return await self._pool.fetch(
+            "SELECT u.*, array(SELECT team_id FROM user_teams t WHERE t.user_id = u.id"
+            " ORDER BY team_id) AS team_ids FROM users u"
+            " WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3", org_id, after, limit)
 
     async def list_apps(self, org_id: str, after: str, limit: int) -> list[Row]:
         return await self._pool.fetch(
@@ -97,26 +123,38 @@ class PostgresDirectoryStore:
             "UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE id = $1 "
             "RETURNING *", key_id)
 
-    async def find_api_key(self, prefix: str) -> KeyRecord | None:
-        row = await self._pool.fetchrow(
-            "SELECT id, org_id, app_id, coalesce(user_id, '') AS user_id, hash, allowed_models,"
-            " expire_time, revoke_time, now() AS now FROM api_keys WHERE prefix = $1", prefix)
-        if row is None:
-            return None
-        return KeyRecord(**{**row, "allowed_models": tuple(row["allowed_models"])})
+    async def rotate_api_key(self, key_id: str, new_key: Row, grace: timedelta) -> Row:
+        async with self._pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                "SELECT *, now() AS now FROM api_keys WHERE id = $1 FOR UPDATE", key_id)
+            if old is None:
+                raise not_found(f"API key {key_id!r}")
+            for column, state in (("revoke_time", "revoked"), ("expire_time", "expired")):
+                if old[column] is not None and old[column] <= old["now"]:
+                    raise WardenError("FAILED_PRECONDITION", "FAILED_PRECONDITION",
+                                      f"API key {key_id!r} is {state}; create a new key instead")
+            await conn.execute(
+                "UPDATE api_keys SET revoke_time = least(coalesce(revoke_time, 'infinity'),"
+                " now() + $2::interval) WHERE id = $1", key_id, grace)
+            copied = {c: old[c] for c in ("org_id", "app_id", "user_id", "display_name",
+                                          "allowed_models", "expire_time")}
+            sql, args = _insert("api_keys", {**copied, **new_key, "rotated_from": key_id})
+            return await conn.fetchrow(sql, *args)
 
+    async def set_provider_switch(self, switch: Row) -> Row:
+        if switch["org_id"] and await self.get_org(switch["org_id"]) is None:
+            raise not_found(f"org {switch['org_id']!r}")
+        return await self._pool.fetchrow(
+            "INSERT INTO provider_switches (provider, model, org_id, enabled, reason)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, model, org_id) DO UPDATE SET"
+            " enabled = EXCLUDED.enabled, reason = EXCLUDED.reason, update_time = now()"
+            " RETURNING *", switch["provider"], switch["model"], switch["org_id"],
+            switch["enabled"], switch["reason"])
 
-def policy_record(row: Row) -> PolicyRecord:
-    config = row["config"]
-    rate_limit = None
-    if row["policy_type"] == "rate_limit":
-        rate_limit = RateLimit(
-            metric=config.get("metric", "").removeprefix("METRIC_"),
-            window=config.get("window", "").removeprefix("WINDOW_"),
-            limit=int(config.get("limit", 0)),
-        )
-    return PolicyRecord(row["id"], row["scope_kind"], row["scope_id"], row["policy_type"],
-                        row["mode"], rate_limit)
+    async def list_provider_switches(self, org_id: str) -> list[Row]:
+        return await self._pool.fetch(
+            "SELECT * FROM provider_switches WHERE $1 = '' OR org_id IN ('', $1)"
+            " ORDER BY provider, model, org_id", org_id)
 
 
 # The org a policy's scope belongs to, by scope kind.
@@ -145,6 +183,30 @@ class PostgresPolicyStore:
     async def get_policy(self, policy_id: str) -> Row | None:
         return await self._pool.fetchrow("SELECT * FROM policies WHERE id = $1", policy_id)
 
+    async def update_policy(self, policy: Row, revision: int) -> Row:
+        async with self._pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow("SELECT * FROM policies WHERE id = $1 FOR UPDATE",
+                                      policy["id"])
+            if old is None:
+                raise not_found(f"policy {policy['id']!r}")
+            if revision and revision != old["revision"]:
+                raise WardenError(
+                    "ABORTED", "REVISION_MISMATCH",
+                    f"policy {policy['id']!r} is at revision {old['revision']}, not {revision}: "
+                    "it changed since you read it; read it again and retry")
+            for column in ("scope_kind", "scope_id", "policy_type"):
+                if policy[column] != old[column]:
+                    raise WardenError(
+                        "FAILED_PRECONDITION", "FAILED_PRECONDITION",
+                        f"policy {policy['id']!r} cannot change its {column} "
+                        f"({old[column]!r} -> {policy[column]!r}): its counters belong to it; "
+                        "create a new policy and delete this one")
+            return await conn.fetchrow(
+                "UPDATE policies SET name = $2, mode = $3, priority = $4, locked = $5,"
+                " failure_mode = $6, config = $7, revision = revision + 1, update_time = now()"
+                " WHERE id = $1 RETURNING *", policy["id"], policy["name"], policy["mode"],
+                policy["priority"], policy["locked"], policy["failure_mode"], policy["config"])
+
     async def delete_policy(self, policy_id: str) -> bool:
         return await self._pool.execute("DELETE FROM policies WHERE id = $1", policy_id) \
             == "DELETE 1"
@@ -157,13 +219,6 @@ class PostgresPolicyStore:
         return await self._pool.fetch(
             "SELECT * FROM policies WHERE scope_kind = $1 AND scope_id = $2 AND id > $3 "
             "ORDER BY id LIMIT $4", *scope, after, limit)
-
-    async def policies_for(self, scopes: Sequence[tuple[str, str]]) -> list[PolicyRecord]:
-        rows = await self._pool.fetch(
-            "SELECT p.* FROM policies p JOIN unnest($1::text[], $2::text[]) AS s(kind, id) "
-            "ON p.scope_kind = s.kind AND p.scope_id = s.id ORDER BY p.id",
-            [k for k, _ in scopes], [i for _, i in scopes])
-        return [policy_record(r) for r in rows]
 
 
 class PostgresPriceStore:
@@ -241,10 +296,14 @@ class PostgresCounterStore:
                 await limits.commit()
             else:
                 await limits.rollback()
+            # An allowed call is logged with the model and provider it was routed to, which
+            # RecordUsage prices by default.
+            route = decision.route
             logged = await conn.fetchval(
                 _LOG_DECISION, identity.org_id, request.request_id, identity.api_key_id,
-                identity.app_id, request.user_id or identity.user_id, request.model,
-                request.provider,
+                identity.app_id, request.user_id or identity.user_id,
+                route.model if route else request.model,
+                route.provider if route else request.provider,
                 "allow" if decision.allowed else "deny", decision.reason.value,
                 request.input_tokens, request.max_output_tokens)
             if logged is None:
@@ -323,3 +382,8 @@ class PostgresAuditSink:
             f" SELECT $1, $2, * FROM unnest({unnest}) ON CONFLICT DO NOTHING",
             org_id, app_id, *arrays)
         return int(status.rsplit(" ", 1)[1])
+
+    async def admin_refused(self, method: str, peer: str, reason: str) -> None:
+        await self._pool.execute(
+            "INSERT INTO admin_refusals (method, peer, reason) VALUES ($1, $2, $3)",
+            method, peer, reason)

@@ -5,12 +5,24 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from warden.v1 import types_pb2 as _types_pb2
 from warden.v1 import warden_pb2 as _warden_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChangeAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_ACTION_UNSPECIFIED: _ClassVar[ChangeAction]
+    CHANGE_ACTION_CREATE: _ClassVar[ChangeAction]
+    CHANGE_ACTION_UPDATE: _ClassVar[ChangeAction]
+    CHANGE_ACTION_DELETE: _ClassVar[ChangeAction]
+CHANGE_ACTION_UNSPECIFIED: ChangeAction
+CHANGE_ACTION_CREATE: ChangeAction
+CHANGE_ACTION_UPDATE: ChangeAction
+CHANGE_ACTION_DELETE: ChangeAction
 
 class Org(_message.Message):
     __slots__ = ("id", "display_name", "time_zone", "currency", "create_time")
@@ -517,3 +529,39 @@ class GetRequestStoryResponse(_message.Message):
     usage: _warden_pb2.RecordUsageRequest
     events: _containers.RepeatedCompositeFieldContainer[StoredAuditEvent]
     def __init__(self, identity: _Optional[_Union[_warden_pb2.Identity, _Mapping]] = ..., request: _Optional[_Union[_warden_pb2.AuthorizeRequest, _Mapping]] = ..., decision: _Optional[_Union[_warden_pb2.AuthorizeResponse, _Mapping]] = ..., usage: _Optional[_Union[_warden_pb2.RecordUsageRequest, _Mapping]] = ..., events: _Optional[_Iterable[_Union[StoredAuditEvent, _Mapping]]] = ...) -> None: ...
+
+class ApplyRequest(_message.Message):
+    __slots__ = ("orgs", "teams", "apps", "users", "policies", "dry_run")
+    ORGS_FIELD_NUMBER: _ClassVar[int]
+    TEAMS_FIELD_NUMBER: _ClassVar[int]
+    APPS_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    orgs: _containers.RepeatedCompositeFieldContainer[Org]
+    teams: _containers.RepeatedCompositeFieldContainer[Team]
+    apps: _containers.RepeatedCompositeFieldContainer[App]
+    users: _containers.RepeatedCompositeFieldContainer[User]
+    policies: _containers.RepeatedCompositeFieldContainer[_types_pb2.Policy]
+    dry_run: bool
+    def __init__(self, orgs: _Optional[_Iterable[_Union[Org, _Mapping]]] = ..., teams: _Optional[_Iterable[_Union[Team, _Mapping]]] = ..., apps: _Optional[_Iterable[_Union[App, _Mapping]]] = ..., users: _Optional[_Iterable[_Union[User, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[_types_pb2.Policy, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("kind", "id", "action", "fields")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    id: str
+    action: ChangeAction
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., action: _Optional[_Union[ChangeAction, str]] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ApplyResponse(_message.Message):
+    __slots__ = ("changes", "applied")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    applied: bool
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., applied: _Optional[bool] = ...) -> None: ...

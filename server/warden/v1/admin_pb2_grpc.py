@@ -163,6 +163,11 @@ class AdminStub:
                 request_serializer=warden_dot_v1_dot_admin__pb2.GetRequestStoryRequest.SerializeToString,
                 response_deserializer=warden_dot_v1_dot_admin__pb2.GetRequestStoryResponse.FromString,
                 _registered_method=True)
+        self.Apply = channel.unary_unary(
+                '/warden.v1.Admin/Apply',
+                request_serializer=warden_dot_v1_dot_admin__pb2.ApplyRequest.SerializeToString,
+                response_deserializer=warden_dot_v1_dot_admin__pb2.ApplyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -322,6 +327,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Apply(self, request, context):
+        """Converge the orgs named in the request to exactly what it declares, in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -449,6 +461,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetRequestStory,
                     request_deserializer=warden_dot_v1_dot_admin__pb2.GetRequestStoryRequest.FromString,
                     response_serializer=warden_dot_v1_dot_admin__pb2.GetRequestStoryResponse.SerializeToString,
+            ),
+            'Apply': grpc.unary_unary_rpc_method_handler(
+                    servicer.Apply,
+                    request_deserializer=warden_dot_v1_dot_admin__pb2.ApplyRequest.FromString,
+                    response_serializer=warden_dot_v1_dot_admin__pb2.ApplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1130,6 +1147,33 @@ class Admin:
             '/warden.v1.Admin/GetRequestStory',
             warden_dot_v1_dot_admin__pb2.GetRequestStoryRequest.SerializeToString,
             warden_dot_v1_dot_admin__pb2.GetRequestStoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Apply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/warden.v1.Admin/Apply',
+            warden_dot_v1_dot_admin__pb2.ApplyRequest.SerializeToString,
+            warden_dot_v1_dot_admin__pb2.ApplyResponse.FromString,
             options,
             channel_credentials,
             insecure,

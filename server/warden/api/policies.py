@@ -1,0 +1,173 @@
+"""Policy checks and the policy's row form, shared by CreatePolicy, UpdatePolicy and Apply.
+
+A policy is refused with every problem named (INVALID_ARGUMENT, one violation per field) before
+anything is stored. A valid policy the engine cannot enforce yet is refused with UNIMPLEMENTED
+rather than stored and silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from warden.api import convert
+from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
+from warden.errors import WardenError, unimplemented
+from warden.v1 import types_pb2
+
+MAX_LIST = 1000
+MAX_ROUTE_TARGETS = 10
+MAX_PRIORITY = 1_000_000
+MAX_LIMIT = 10**12
+MAX_MICROS = 10**15
+PII_ENTITIES = ("email", "phone", "credit_card", "ssn", "ip_address", "iban")
+SETTING_TYPES = ("model_access", "routing", "pii", "prompt_injection", "rag_sources")
+QUOTA_TYPES = ("rate_limit", "budget")
+
+
+def _names(v: Violations, values, at: str, required: bool = False) -> None:
+    """A list of model, provider or source names (a '*' in a name matches any characters)."""
+    v.check(len(values) <= MAX_LIST, at, f"must hold at most {MAX_LIST} entries")
+    if required:
+        v.check(len(values) > 0, at, "must name at least one entry")
+    seen = set()
+    for i, value in enumerate(values):
+        v.check(0 < len(value) <= MAX_TEXT, f"{at}[{i}]",
+                f"must be 1-{MAX_TEXT} characters")
+        v.check(value not in seen, f"{at}[{i}]", f"{value!r} is listed twice")
+        seen.add(value)
+
+
+def _selector(v: Violations, selector: types_pb2.Selector, at: str) -> None:
+    _names(v, selector.models, f"{at}.models")
+    _names(v, selector.providers, f"{at}.providers")
+
+
+def _action(v: Violations, action: int, at: str, allowed: tuple[int, ...]) -> None:
+    names = " or ".join(types_pb2.GuardrailAction.Name(a) for a in allowed)
+    v.check(action in allowed, at, f"must be {names}")
+
+
+_ALL_ACTIONS = (types_pb2.GUARDRAIL_ACTION_LOG, types_pb2.GUARDRAIL_ACTION_REDACT,
+                types_pb2.GUARDRAIL_ACTION_BLOCK)
+_NO_REDACT = (types_pb2.GUARDRAIL_ACTION_LOG, types_pb2.GUARDRAIL_ACTION_BLOCK)
+
+
+def _check_config(v: Violations, policy: types_pb2.Policy, kind: str, at: str) -> None:
+    if kind == "rate_limit":
+        c = policy.rate_limit
+        v.check(c.metric != types_pb2.METRIC_UNSPECIFIED, f"{at}.metric", "is required")
+        v.check(c.window != types_pb2.WINDOW_UNSPECIFIED, f"{at}.window", "is required")
+        v.check(0 < c.limit <= MAX_LIMIT, f"{at}.limit", f"must be between 1 and {MAX_LIMIT}")
+        _selector(v, c.selector, f"{at}.selector")
+    elif kind == "budget":
+        c = policy.budget
+        v.check(c.period != types_pb2.PERIOD_UNSPECIFIED, f"{at}.period", "is required")
+        v.check(0 < c.limit_micros <= MAX_MICROS, f"{at}.limit_micros",
+                f"must be between 1 and {MAX_MICROS}")
+        v.check(0 <= c.max_request_cost_micros <= c.limit_micros or c.limit_micros <= 0,
+                f"{at}.max_request_cost_micros", "must be between 0 and limit_micros")
+        v.check(0 <= c.alert_threshold_percent <= 100, f"{at}.alert_threshold_percent",
+                "must be between 0 and 100")
+        _selector(v, c.selector, f"{at}.selector")
+    elif kind == "model_access":
+        c = policy.model_access
+        for name in ("allow_models", "deny_models", "allow_providers", "deny_providers"):
+            _names(v, getattr(c, name), f"{at}.{name}")
+        for both in set(c.allow_models) & set(c.deny_models):
+            v.check(False, f"{at}.deny_models", f"{both!r} is also in allow_models")
+        for both in set(c.allow_providers) & set(c.deny_providers):
+            v.check(False, f"{at}.deny_providers", f"{both!r} is also in allow_providers")
+        v.check(len(c.aliases) <= MAX_LIST, f"{at}.aliases", f"at most {MAX_LIST} aliases")
+        for alias, model in sorted(c.aliases.items()):
+            v.check(0 < len(alias) <= MAX_TEXT and 0 < len(model) <= MAX_TEXT,
+                    f"{at}.aliases[{alias!r}]", f"alias and model must be 1-{MAX_TEXT} characters")
+            v.check(model not in c.aliases, f"{at}.aliases[{alias!r}]",
+                    f"points at {model!r}, which is itself an alias (aliases resolve one step; "
+                    "a chain or cycle is refused)")
+        v.check(any((c.allow_models, c.deny_models, c.allow_providers, c.deny_providers,
+                     c.aliases)), at, "must set at least one list or alias")
+    elif kind == "routing":
+        c = policy.routing
+        v.check(len(c.rules) <= MAX_LIST, f"{at}.rules", f"at most {MAX_LIST} rules")
+        aliases = set()
+        for i, rule in enumerate(c.rules):
+            r = f"{at}.rules[{i}]"
+            v.check(0 < len(rule.alias) <= MAX_TEXT, f"{r}.alias",
+                    f"must be 1-{MAX_TEXT} characters")
+            v.check(rule.alias not in aliases, f"{r}.alias", f"{rule.alias!r} has another rule")
+            aliases.add(rule.alias)
+            v.check(0 < len(rule.targets) <= MAX_ROUTE_TARGETS, f"{r}.targets",
+                    f"must hold 1 to {MAX_ROUTE_TARGETS} targets")
+            for j, target in enumerate(rule.targets):
+                for name in ("provider", "model"):
+                    v.check(0 < len(getattr(target, name)) <= MAX_TEXT,
+                            f"{r}.targets[{j}].{name}", f"must be 1-{MAX_TEXT} characters")
+        v.check(0 <= c.max_tokens_cap <= MAX_TOKENS, f"{at}.max_tokens_cap",
+                f"must be between 0 and {MAX_TOKENS}")
+        v.check(bool(c.rules) or c.max_tokens_cap > 0, at,
+                "must set at least one rule or max_tokens_cap")
+    elif kind == "pii":
+        c = policy.pii
+        _action(v, c.action, f"{at}.action", _ALL_ACTIONS)
+        _names(v, c.entities, f"{at}.entities")
+        for i, entity in enumerate(c.entities):
+            v.check(entity in PII_ENTITIES, f"{at}.entities[{i}]",
+                    f"must be one of {', '.join(PII_ENTITIES)}")
+    elif kind == "prompt_injection":
+        c = policy.prompt_injection
+        _action(v, c.action, f"{at}.action", _NO_REDACT)
+        v.check(0 < c.threshold <= 1, f"{at}.threshold", "must be in (0, 1]")
+    elif kind == "rag_sources":
+        c = policy.rag_sources
+        _action(v, c.action, f"{at}.action", _NO_REDACT)
+        _names(v, c.allowed_sources, f"{at}.allowed_sources", required=True)
+
+
+def check_policy(v: Violations, policy: types_pb2.Policy, at: str = "policy",
+                 require_id: bool = False) -> None:
+    """Add every problem of `policy` to `v` (field paths under `at`)."""
+    v.id(policy.id, f"{at}.id", required=require_id)
+    v.text(policy.name, f"{at}.name")
+    if v.check(policy.scope.kind in convert.SCOPE_NAMES, f"{at}.scope.kind", "is required"):
+        v.id(policy.scope.id, f"{at}.scope.id")
+    v.check(0 <= policy.priority <= MAX_PRIORITY, f"{at}.priority",
+            f"must be between 0 and {MAX_PRIORITY}")
+    v.check(policy.mode in (types_pb2.POLICY_MODE_UNSPECIFIED, types_pb2.POLICY_MODE_ENFORCE,
+                            types_pb2.POLICY_MODE_DRY_RUN), f"{at}.mode", "unknown mode")
+    kind = policy.WhichOneof("config")
+    if v.check(kind is not None, f"{at}.config", "one of the config fields is required"):
+        _check_config(v, policy, kind, f"{at}.{kind}")
+        v.check(not policy.locked or kind in SETTING_TYPES, f"{at}.locked",
+                f"only setting policies ({', '.join(SETTING_TYPES)}) can be locked; quota "
+                "policies already bind every child scope")
+
+
+def refuse_unbuilt(policy: types_pb2.Policy) -> None:
+    """UNIMPLEMENTED for a valid policy whose enforcement is not built yet (see README)."""
+    kind = policy.WhichOneof("config")
+    if kind == "budget":
+        raise unimplemented("budget policies (reservations and settlement come first)")
+    if kind == "rate_limit" and policy.rate_limit.metric != types_pb2.METRIC_REQUESTS:
+        raise unimplemented("token rate limits (reservations and settlement come first)")
+    if policy.failure_mode == types_pb2.FAILURE_MODE_FAIL_OPEN:
+        raise WardenError("UNIMPLEMENTED", "NOT_IMPLEMENTED",
+                          "fail_open is not implemented yet: every policy fails closed")
+
+
+def validate_policy(policy: types_pb2.Policy, require_id: bool = False) -> None:
+    v = Violations()
+    check_policy(v, policy, require_id=require_id)
+    v.done()
+    refuse_unbuilt(policy)
+
+
+def policy_row(policy: types_pb2.Policy) -> dict[str, Any]:
+    """The stored form of a validated policy (without its id)."""
+    kind, config = convert.policy_config_json(policy)
+    return {
+        "scope_kind": convert.SCOPE_NAMES[policy.scope.kind], "scope_id": policy.scope.id,
+        "name": policy.name, "policy_type": kind,
+        "mode": "dry_run" if policy.mode == types_pb2.POLICY_MODE_DRY_RUN else "enforce",
+        "priority": policy.priority, "locked": policy.locked,
+        "failure_mode": "fail_closed", "config": config,
+    }

@@ -1,0 +1,124 @@
+"""The in-process cache Authorize decides from: key lookups, users' teams, policies per scope
+and provider switches, read through a LookupStore and kept fresh by a ChangeFeed.
+
+Every change to a cached table is broadcast by the database (store/base.py ChangeFeed); the
+payload names the row, and exactly the entries that row feeds are dropped. The TTL is only a
+safety net for a broadcast that never came. After the feed reconnects everything is dropped,
+since notifications sent while it was away are lost.
+
+A lookup that raced with an invalidation (the row changed while it was being read) is answered
+but not cached: each invalidation bumps a generation, and a load only stores its result if the
+generation did not move meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any
+
+from cachetools import TTLCache
+
+from warden import metrics
+from warden.engine import PolicyRecord, ProviderSwitch
+from warden.keys import KeyRecord
+from warden.store.base import LookupStore
+
+Scope = tuple[str, str]
+_MISSING = object()
+
+
+class _Entries:
+    """One named TTLCache with its metrics."""
+
+    def __init__(self, name: str, maxsize: int, ttl: float) -> None:
+        self.name = name
+        self.data: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl)
+        self.hits = metrics.CACHE_HITS.labels(name)
+        self.misses = metrics.CACHE_MISSES.labels(name)
+        metrics.CACHE_ENTRIES.labels(name).set_function(lambda: len(self.data))
+
+    def get(self, key: Hashable) -> Any:
+        value = self.data.get(key, _MISSING)
+        (self.misses if value is _MISSING else self.hits).inc()
+        return value
+
+    def drop(self, keys: Sequence[Hashable], how: str) -> None:
+        for key in keys:
+            if self.data.pop(key, _MISSING) is not _MISSING:
+                metrics.CACHE_INVALIDATIONS.labels(self.name, how).inc()
+
+
+class Cache:
+    def __init__(self, store: LookupStore, maxsize: int, ttl: float) -> None:
+        self._store = store
+        self._keys = _Entries("api_keys", maxsize, ttl)
+        self._users = _Entries("users", maxsize, ttl)
+        self._policies = _Entries("policies", maxsize, ttl)
+        self._switches = _Entries("provider_switches", 1, ttl)
+        self._all = (self._keys, self._users, self._policies, self._switches)
+        self._generation = 0
+
+    async def _load(self, entries: _Entries, key: Hashable,
+                    load: Callable[[], Awaitable[Any]]) -> Any:
+        value = entries.get(key)
+        if value is _MISSING:
+            generation = self._generation
+            value = await load()
+            if generation == self._generation:
+                entries.data[key] = value
+        return value
+
+    async def api_key(self, prefix: str) -> KeyRecord | None:
+        return await self._load(self._keys, prefix, lambda: self._store.find_api_key(prefix))
+
+    async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
+        """The teams of a user of the org, or None when the org has no such user."""
+        return await self._load(self._users, (org_id, user_id),
+                                lambda: self._store.user_teams(org_id, user_id))
+
+    async def provider_switches(self) -> tuple[ProviderSwitch, ...]:
+        return await self._load(self._switches, "all", self._store.provider_switches)
+
+    async def policies(self, scopes: Sequence[Scope]) -> list[PolicyRecord]:
+        """Every policy attached to any of the scopes; the missing scopes are read at once."""
+        found: dict[Scope, tuple[PolicyRecord, ...]] = {}
+        missing = []
+        for scope in scopes:
+            value = self._policies.get(scope)
+            if value is _MISSING:
+                missing.append(scope)
+            else:
+                found[scope] = value
+        if missing:
+            generation = self._generation
+            loaded = await self._store.policies_for(missing)
+            if generation == self._generation:
+                self._policies.data.update(loaded)
+            found.update(loaded)
+        return [p for scope in scopes for p in found[scope]]
+
+    def invalidate(self, table: str, row_id: str) -> None:
+        """Drop what one changed row feeds (a ChangeFeed payload)."""
+        self._generation += 1
+        if table == "policies":
+            kind, _, scope_id = row_id.partition(":")
+            self._policies.drop([(kind, scope_id)], "exact")
+        elif table == "api_keys":
+            self._keys.drop([row_id], "exact")
+        elif table == "apps":
+            self._keys.drop([p for p, r in self._keys.data.items()
+                             if r is not None and r.app_id == row_id], "exact")
+        elif table in ("users", "user_teams"):
+            self._users.drop([k for k in self._users.data if k[1] == row_id], "exact")
+            self._keys.drop([p for p, r in self._keys.data.items()
+                             if r is not None and r.user_id == row_id], "exact")
+        elif table == "provider_switches":
+            self._switches.drop(["all"], "exact")
+        else:
+            self.invalidate_all()
+
+    def invalidate_all(self, how: str = "full") -> None:
+        self._generation += 1
+        for entries in self._all:
+            metrics.CACHE_INVALIDATIONS.labels(entries.name, how).inc(len(entries.data))
+            entries.data.clear()
