@@ -3,9 +3,12 @@
     python bench/authorize.py [--concurrency 32] [--duration 10] [--database-url URL]
 
 Starts bench/noop_server.py and a real `warden serve` (embedded Postgres, or a fresh database on
---database-url), creates a tenant with an app-scoped rate limit through the Admin API, then
+--database-url), creates a tenant with a realistic policy set through the Admin API (org model
+access with an alias, team routing with a token cap, app and user request rate limits), then
 drives each server in turn with the same requests at a fixed concurrency and prints throughput,
-p50 and p99, and the warden/noop ratios. Every process it starts is stopped before it exits.
+p50 and p99, the warden/noop ratios and Warden's cache hit ratio. Every process it starts is
+stopped before it exits. The helpers that start and stop servers are also used by
+bench/propagation.py.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import signal
 import socket
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +40,24 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Beside this file, which is on sys.path when run as `python bench/authorize.py`.
-from noop_server import APP_ID, MAX_OUTPUT_TOKENS, MODEL, ORG_ID, POLICY_ID, PROVIDER, RATE_LIMIT
+from noop_server import (
+    ACCESS_POLICY_ID,
+    APP_ID,
+    APP_LIMIT_ID,
+    FALLBACK_PROVIDER,
+    MAX_OUTPUT_TOKENS,
+    MAX_TOKENS_CAP,
+    MODEL,
+    MODEL_ALIAS,
+    ORG_ID,
+    PROVIDER,
+    RATE_LIMIT,
+    ROUTING_POLICY_ID,
+    TEAM_ID,
+    USER_ID,
+    USER_LIMIT_ID,
+    fixed_response,
+)
 
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2, warden_pb2, warden_pb2_grpc
 
@@ -45,6 +67,9 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 CALL_TIMEOUT = 5.0
+# Said in the output, so that nobody reads the figures as covering them.
+NOT_IN_POLICY_SET = ("budgets and token rate limits are not built yet (CreatePolicy answers "
+                     "UNIMPLEMENTED), so the policy set has none")
 # Bounds a --requests run even if the server stalls.
 MAX_MEASURE_SECONDS = 300.0
 # A short multi-turn chat, so request size and token estimation are realistic (~1 KB).
@@ -168,33 +193,131 @@ async def wait_healthy(name: str, target: str, proc: subprocess.Popen, log_path:
             await asyncio.sleep(0.2)
 
 
+def warden_command(listen: str, data_dir: Path, database_url: str, metrics: str = "off",
+                   *extra: str) -> list[str]:
+    # --database-url is always passed: an empty one overrides any WARDEN_DATABASE_URL.
+    cmd = [sys.executable, "-m", "warden", "serve", "--listen", listen, "--metrics-listen",
+           metrics, "--data-dir", str(data_dir), "--database-url", database_url,
+           "--shutdown-grace-seconds", "2", *extra]
+    if database_url:
+        cmd += ["--migrate", "true"]
+    return cmd
+
+
+def start_server(stack: contextlib.ExitStack, name: str, cmd: list[str], target: str,
+                 log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a server that the stack stops, and wait until it is SERVING."""
+    proc = stack.enter_context(running(cmd, log_path, env))
+    asyncio.run(wait_healthy(name, target, proc, log_path))
+    return proc
+
+
+def admin_metadata(admin_token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {admin_token}"),)
+
+
+def scrape_metrics(host_port: str) -> str:
+    with urllib.request.urlopen(f"http://{host_port}/metrics", timeout=CALL_TIMEOUT) as reply:
+        return reply.read().decode()
+
+
+def cache_hit_ratios(metrics: str) -> dict[str, float | None]:
+    """Hits over lookups since start, per cache and for all of them ("all")."""
+    counts: dict[str, list[float]] = {}
+    for i, kind in enumerate(("hits", "misses")):
+        pattern = rf'^warden_cache_{kind}_total{{cache="([^"]+)"}} (\S+)$'
+        for cache, value in re.findall(pattern, metrics, re.MULTILINE):
+            counts.setdefault(cache, [0.0, 0.0])[i] = float(value)
+    counts["all"] = [sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())]
+    return {cache: round(hits / (hits + misses), 4) if hits + misses else None
+            for cache, (hits, misses) in sorted(counts.items())}
+
+
 async def create_tenant(target: str, admin_token: str) -> str:
-    """Org, app, a rate limit that never denies (so every call counts in Postgres), and a key."""
-    auth = (("authorization", f"Bearer {admin_token}"),)
+    """Org, team, app and user (both in the team), the key of that user for that app, and a
+    policy at four scopes, so that every Authorize resolves an alias, checks model access,
+    routes (with a fallback), applies a token cap and takes from two rate counters. The limits
+    never deny: every call counts in Postgres and is allowed. Returns the key."""
+    auth = admin_metadata(admin_token)
+
+    def scope(kind: int, scope_id: str) -> types_pb2.Scope:
+        return types_pb2.Scope(kind=kind, id=scope_id)
+
+    def rate_limit(policy_id: str, kind: int, scope_id: str) -> types_pb2.Policy:
+        return types_pb2.Policy(
+            id=policy_id, name="never denies during a bench", scope=scope(kind, scope_id),
+            rate_limit=types_pb2.RateLimitConfig(metric=types_pb2.METRIC_REQUESTS,
+                                                 window=types_pb2.WINDOW_MINUTE,
+                                                 limit=RATE_LIMIT))
+
+    policies = [
+        types_pb2.Policy(
+            id=ACCESS_POLICY_ID, name="approved models", scope=scope(types_pb2.SCOPE_KIND_ORG,
+                                                                     ORG_ID),
+            model_access=types_pb2.ModelAccessConfig(
+                allow_models=[MODEL, "gpt-4o", "claude-3-5-*"], deny_providers=["unvetted"],
+                aliases={MODEL_ALIAS: MODEL, "smart": "gpt-4o"})),
+        types_pb2.Policy(
+            id=ROUTING_POLICY_ID, name="team routing", scope=scope(types_pb2.SCOPE_KIND_TEAM,
+                                                                   TEAM_ID),
+            routing=types_pb2.RoutingConfig(
+                rules=[types_pb2.RouteRule(alias=MODEL, targets=[
+                    types_pb2.RouteTarget(provider=PROVIDER, model=MODEL),
+                    types_pb2.RouteTarget(provider=FALLBACK_PROVIDER, model=MODEL)])],
+                max_tokens_cap=MAX_TOKENS_CAP)),
+        rate_limit(APP_LIMIT_ID, types_pb2.SCOPE_KIND_APP, APP_ID),
+        rate_limit(USER_LIMIT_ID, types_pb2.SCOPE_KIND_USER, USER_ID),
+    ]
     async with grpc.aio.insecure_channel(target) as channel:
         admin = admin_pb2_grpc.AdminStub(channel)
         await admin.CreateOrg(admin_pb2.CreateOrgRequest(
             org=admin_pb2.Org(id=ORG_ID, display_name="Bench org")), metadata=auth)
-        await admin.CreateApp(admin_pb2.CreateAppRequest(
-            app=admin_pb2.App(id=APP_ID, org_id=ORG_ID, display_name="Bench app")),
+        await admin.CreateTeam(admin_pb2.CreateTeamRequest(
+            team=admin_pb2.Team(id=TEAM_ID, org_id=ORG_ID, display_name="Bench team")),
             metadata=auth)
-        await admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
-            id=POLICY_ID, name="never denies during a bench",
-            scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id=APP_ID),
-            rate_limit=types_pb2.RateLimitConfig(metric=types_pb2.METRIC_REQUESTS,
-                                                 window=types_pb2.WINDOW_MINUTE,
-                                                 limit=RATE_LIMIT))), metadata=auth)
+        await admin.CreateApp(admin_pb2.CreateAppRequest(
+            app=admin_pb2.App(id=APP_ID, org_id=ORG_ID, team_id=TEAM_ID,
+                              display_name="Bench app")), metadata=auth)
+        await admin.CreateUser(admin_pb2.CreateUserRequest(
+            user=admin_pb2.User(id=USER_ID, org_id=ORG_ID, team_ids=[TEAM_ID],
+                                display_name="Bench user")), metadata=auth)
+        for policy in policies:
+            await admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=policy),
+                                     metadata=auth)
         key = await admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(
-            app_id=APP_ID, display_name="bench"), metadata=auth)
+            app_id=APP_ID, user_id=USER_ID, display_name="bench"), metadata=auth)
     return key.plaintext
+
+
+def answer_shape(reply: warden_pb2.AuthorizeResponse) -> tuple:
+    """What must match between Warden's answer and the no-op's (not the times and counts)."""
+    route = reply.route
+    return (warden_pb2.Decision.Name(reply.decision),
+            [(r.policy_id, r.policy_type, r.allowed, r.message) for r in reply.results],
+            [(limit.policy_id, limit.limit) for limit in reply.limits],
+            (route.provider, route.model, route.max_output_tokens,
+             [(t.provider, t.model) for t in route.fallbacks]),
+            (reply.identity.org_id, reply.identity.app_id, reply.identity.user_id))
+
+
+async def check_like_noop(target: str, request: warden_pb2.AuthorizeRequest) -> None:
+    """The ratio compares like with like only if Warden answers what the no-op answers."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        reply = await warden_pb2_grpc.WardenStub(channel).Authorize(request,
+                                                                     timeout=CALL_TIMEOUT)
+    if answer_shape(reply) != answer_shape(fixed_response()):
+        raise BenchError(f"Warden's answer differs from the no-op's; update noop_server.py:\n"
+                         f"warden: {answer_shape(reply)}\nnoop:   "
+                         f"{answer_shape(fixed_response())}")
 
 
 # --- load ----------------------------------------------------------------------------------
 
 def request_factory(api_key: str) -> Callable[[int], warden_pb2.AuthorizeRequest]:
+    # No provider and no user_id: the team's routing picks the provider, and the key belongs
+    # to a user (naming another user would be refused).
     template = warden_pb2.AuthorizeRequest(
-        api_key=api_key, model=MODEL, provider=PROVIDER, max_output_tokens=MAX_OUTPUT_TOKENS,
-        user_id="customer-7731",
+        api_key=api_key, model=MODEL_ALIAS, max_output_tokens=MAX_OUTPUT_TOKENS,
         messages=[warden_pb2.ChatMessage(role=r, content=c) for r, c in MESSAGES])
     # Request ids must be unique within the org, across both servers and every run.
     run_id = secrets.token_hex(6)
@@ -301,8 +424,9 @@ async def measure(target: str, make_request, args: argparse.Namespace) -> dict:
 # --- run and report ------------------------------------------------------------------------
 
 def run(args: argparse.Namespace, context: dict) -> dict:
-    noop_port, warden_port = free_ports(2)
+    noop_port, warden_port, metrics_port = free_ports(3)
     noop_target, warden_target = f"{HOST}:{noop_port}", f"{HOST}:{warden_port}"
+    metrics_target = f"{HOST}:{metrics_port}"
     admin_token = secrets.token_urlsafe(24)
     env = {**os.environ, "WARDEN_ADMIN_TOKEN": admin_token,
            "WARDEN_KEY_PEPPER": secrets.token_urlsafe(24)}
@@ -316,32 +440,29 @@ def run(args: argparse.Namespace, context: dict) -> dict:
             context["database"] = urlsplit(database_url).path.lstrip("/")
         else:
             stack.callback(stop_leftover_postgres, data_dir / "pg")
-        # --database-url is always passed: an empty one overrides any WARDEN_DATABASE_URL.
-        warden_cmd = [sys.executable, "-m", "warden", "serve", "--listen", warden_target,
-                      "--metrics-listen", "off", "--data-dir", str(data_dir),
-                      "--database-url", database_url, "--shutdown-grace-seconds", "2"]
-        if database_url:
-            warden_cmd += ["--migrate", "true"]
         print(f"starting warden ({context['database_mode']} Postgres) ...", file=sys.stderr)
-        warden_log = tmp_path / "warden.log"
-        warden = stack.enter_context(running(warden_cmd, warden_log, env))
-        asyncio.run(wait_healthy("warden", warden_target, warden, warden_log))
+        start_server(stack, "warden", warden_command(warden_target, data_dir, database_url,
+                                                     metrics_target),
+                     warden_target, tmp_path / "warden.log", env)
         try:
             api_key = asyncio.run(create_tenant(warden_target, admin_token))
         except grpc.aio.AioRpcError as exc:
             raise BenchError(f"cannot create the tenant: {exc.code().name}: {exc.details()}"
                              ) from None
-
-        noop_log = tmp_path / "noop.log"
-        noop = stack.enter_context(running(
-            [sys.executable, str(HERE / "noop_server.py"), "--listen", noop_target], noop_log))
-        asyncio.run(wait_healthy("noop server", noop_target, noop, noop_log))
-
         make_request = request_factory(api_key)
+        check = make_request(0)
+        check.request_id += "-check"
+        asyncio.run(check_like_noop(warden_target, check))
+
+        start_server(stack, "noop server",
+                     [sys.executable, str(HERE / "noop_server.py"), "--listen", noop_target],
+                     noop_target, tmp_path / "noop.log")
+
         results = {}
         for name, target in (("noop", noop_target), ("warden", warden_target)):
             print(f"measuring {name} ...", file=sys.stderr)
             results[name] = asyncio.run(measure(target, make_request, args))
+        results["warden"]["cache_hit_ratio"] = cache_hit_ratios(scrape_metrics(metrics_target))
         return results
 
 
@@ -362,6 +483,10 @@ def report(context: dict, results: dict) -> None:
         return "n/a" if value is None else f"{value:.2f}x"
 
     print("  ".join(f"{k}={v}" for k, v in context.items()))
+    print(f"policy set: org model_access (allow list, alias {MODEL_ALIAS!r} -> {MODEL}), team "
+          f"routing ({MODEL} -> {PROVIDER}, fallback {FALLBACK_PROVIDER}; max_tokens_cap "
+          f"{MAX_TOKENS_CAP}), app and user request rate limits ({RATE_LIMIT:,}/minute); "
+          f"{NOT_IN_POLICY_SET}")
     print(f"{'server':<8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'resp B':>8}{'client CPU':>12}")
     for name in ("noop", "warden"):
@@ -374,6 +499,9 @@ def report(context: dict, results: dict) -> None:
     q = results["ratios"]
     print(f"warden/noop: throughput {times(q['throughput'])}, p50 {times(q['p50'])}, "
           f"p99 {times(q['p99'])}")
+    hits = results["warden"]["cache_hit_ratio"]
+    print("warden cache hit ratio since start: " + ", ".join(
+        f"{cache} {'n/a' if r is None else f'{r:.2%}'}" for cache, r in hits.items()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -405,12 +533,16 @@ def _on_sigterm(signum, frame) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def main() -> None:
-    args = parse_args()
-    # Ctrl-C and SIGTERM unwind, so the servers and the database are still cleaned up; also
-    # when started with SIGINT ignored (a background job of a script).
+def unwind_on_signals() -> None:
+    """Ctrl-C and SIGTERM unwind, so the servers and the database are still cleaned up; also
+    when started with SIGINT ignored (a background job of a script)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def main() -> None:
+    args = parse_args()
+    unwind_on_signals()
     context = {
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "grpcio": grpc.__version__, "platform": platform.platform(terse=True),

@@ -71,10 +71,12 @@ async def _check_pepper(conn: asyncpg.Connection, pepper: bytes) -> None:
     another. The first start records a fingerprint; a different pepper is refused at start."""
     fingerprint = hmac.new(pepper, b"warden key pepper fingerprint", hashlib.sha256).hexdigest()
     stored = await conn.fetchval(
-        "WITH ins AS (INSERT INTO warden_meta (key, value) VALUES ('key_pepper_fingerprint', $1)"
-        " ON CONFLICT DO NOTHING RETURNING value)"
-        " SELECT coalesce((SELECT value FROM ins),"
-        " (SELECT value FROM warden_meta WHERE key = 'key_pepper_fingerprint'))", fingerprint)
+        # DO UPDATE (to the same value), not DO NOTHING: a sidecar racing the first start waits
+        # for its insert to commit and then returns the stored fingerprint, instead of reading
+        # a snapshot in which there is none.
+        "INSERT INTO warden_meta (key, value) VALUES ('key_pepper_fingerprint', $1)"
+        " ON CONFLICT (key) DO UPDATE SET value = warden_meta.value RETURNING value",
+        fingerprint)
     if stored != fingerprint:
         raise StartupError(
             "this database's API keys were hashed with another key pepper: give every sidecar "
@@ -133,7 +135,7 @@ class App:
                            s.cache_ttl_seconds)
         self._feed = PostgresChangeFeed(self.database_url, max(s.health_interval_seconds, 0.5))
         self._feed_task = asyncio.create_task(
-            self._feed.run(self.cache.invalidate, self.cache.invalidate_all))
+            self._feed.run(self.cache.invalidate, self.cache.set_live))
         components = Components(
             directory=postgres.PostgresDirectoryStore(self._pool),
             policies=postgres.PostgresPolicyStore(self._pool),

@@ -57,14 +57,30 @@ class Cache:
         self._switches = _Entries("provider_switches", 1, ttl)
         self._all = (self._keys, self._users, self._policies, self._switches)
         self._generation = 0
+        self._live = False
+
+    def set_live(self, live: bool) -> None:
+        """The change feed is listening (True) or not (False); either way, start clean."""
+        self.invalidate_all()
+        self._live = live
+
+    def _get(self, entries: _Entries, key: Hashable) -> Any:
+        if not self._live:
+            entries.misses.inc()
+            return _MISSING
+        return entries.get(key)
+
+    def _keep(self, generation: int) -> bool:
+        """A result read since `generation` may be cached: no change landed while reading."""
+        return self._live and generation == self._generation
 
     async def _load(self, entries: _Entries, key: Hashable,
                     load: Callable[[], Awaitable[Any]]) -> Any:
-        value = entries.get(key)
+        value = self._get(entries, key)
         if value is _MISSING:
             generation = self._generation
             value = await load()
-            if generation == self._generation:
+            if self._keep(generation):
                 entries.data[key] = value
         return value
 
@@ -84,7 +100,7 @@ class Cache:
         found: dict[Scope, tuple[PolicyRecord, ...]] = {}
         missing = []
         for scope in scopes:
-            value = self._policies.get(scope)
+            value = self._get(self._policies, scope)
             if value is _MISSING:
                 missing.append(scope)
             else:
@@ -92,7 +108,7 @@ class Cache:
         if missing:
             generation = self._generation
             loaded = await self._store.policies_for(missing)
-            if generation == self._generation:
+            if self._keep(generation):
                 self._policies.data.update(loaded)
             found.update(loaded)
         return [p for scope in scopes for p in found[scope]]

@@ -33,6 +33,7 @@ CACHE_INVALIDATIONS = Counter(
     ["cache", "how"],
 )
 CACHE_ENTRIES = Gauge("warden_cache_entries", "Entries held per cache.", ["cache"])
-CHANGE_FEED_RECONNECTS = Counter(
-    "warden_change_feed_reconnects_total", "Times the change notification connection was lost."
+CHANGE_FEED_LOSSES = Counter(
+    "warden_change_feed_losses_total",
+    "Times the change notification connection was lost after listening.",
 )

@@ -5,6 +5,7 @@ Two sidecar processes: tests/integration/test_propagation.py."""
 import asyncio
 import time
 
+import asyncpg
 import grpc
 from prometheus_client import REGISTRY
 
@@ -68,7 +69,7 @@ async def test_a_change_by_any_writer_reaches_the_cache_exactly(client, db):
 async def test_the_feed_reconnects_and_starts_clean_after_losing_its_connection(client, db):
     key = await tenant(client)
     await client.warden.Authorize(authorize_request(key, "r0"))
-    reconnects = _sample("warden_change_feed_reconnects_total")
+    losses = _sample("warden_change_feed_losses_total")
     killed = await db.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
         " WHERE datname = current_database() AND query = 'LISTEN \"warden_changes\"'"
@@ -77,7 +78,7 @@ async def test_the_feed_reconnects_and_starts_clean_after_losing_its_connection(
     assert killed >= 1
 
     async def reconnected() -> bool:
-        return (_sample("warden_change_feed_reconnects_total") > reconnects
+        return (_sample("warden_change_feed_losses_total") > losses
                 and _sample("warden_component_up", component="change_feed") == 1)
 
     await _until(reconnected, within=5.0)
@@ -110,3 +111,37 @@ async def test_the_cache_holds_no_stale_key_after_a_write_on_this_sidecar(client
         assert error.reason == "API_KEY_REVOKED"
         created = await client.admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(app_id="chat"),
                                                   metadata=client.auth)
+
+
+async def test_while_the_feed_is_down_nothing_stale_is_served(client, db, server_url):
+    """The feed is lost and cannot come back (new connections refused) while the pool's
+    connections still work: answers must come from the database, not from the cache."""
+    key = await tenant(client)
+    await client.warden.Authorize(authorize_request(key, "r0"))
+    name = await db.fetchval("SELECT current_database()")
+    losses = _sample("warden_change_feed_losses_total")
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%' OR query = 'SELECT 1'")
+
+        async def lost() -> bool:
+            return _sample("warden_change_feed_losses_total") > losses
+
+        await _until(lost, within=5.0)
+        # Asked again while the feed is away: this answer must not be kept.
+        allowed = await client.warden.Authorize(authorize_request(key, "r1"))
+        assert allowed.decision == warden_pb2.DECISION_ALLOW
+        await db.execute("UPDATE api_keys SET revoke_time = now()")
+        error = await expect_error(client.warden.Authorize(authorize_request(key, "r2")))
+        assert error.reason == "API_KEY_REVOKED"
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+    async def listening() -> bool:
+        return _sample("warden_component_up", component="change_feed") == 1
+
+    await _until(listening, within=5.0)

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import ADMIN_TOKEN, KEY_PEPPER, Client, settings_for
 from tests.helpers import authorize_request, expect_error, rate_limit, tenant
-from warden.app import App, StartupError
+from warden.app import App, StartupError, _check_pepper
 from warden.store.migrate import SchemaError, known_migrations, migrate
 from warden.v1 import types_pb2, warden_pb2
 
@@ -96,6 +96,24 @@ async def test_refuses_a_different_key_pepper(warden, db_url, tmp_path):
     with pytest.raises(StartupError, match="WARDEN_KEY_PEPPER"):
         await other.start()
     await other.stop()
+
+
+async def test_sidecars_starting_together_agree_on_the_pepper(db_url):
+    """The second of two first starts waits for the first one's fingerprint instead of reading
+    a snapshot without it (and refusing to start with a misleading pepper error)."""
+    first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        async with first.transaction():
+            await _check_pepper(first, KEY_PEPPER.encode())
+            racing = asyncio.create_task(_check_pepper(second, KEY_PEPPER.encode()))
+            await asyncio.sleep(0.3)
+            assert not racing.done()  # waiting on the first start's row
+        await racing
+        with pytest.raises(StartupError):
+            await _check_pepper(second, b"another pepper")
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_concurrent_migrations_apply_once(empty_db):

@@ -25,6 +25,7 @@ class SlowStore:
 async def test_a_read_that_raced_an_invalidation_is_not_cached() -> None:
     store = SlowStore()
     cache = Cache(store, maxsize=10, ttl=60)
+    cache.set_live(True)
     racing = asyncio.create_task(cache.user_teams("acme", "alice"))
     await asyncio.sleep(0)
     store.teams = ("new",)
@@ -39,6 +40,7 @@ async def test_an_undisturbed_read_is_cached_and_dropped_by_its_notification() -
     store = SlowStore()
     store.release.set()
     cache = Cache(store, maxsize=10, ttl=60)
+    cache.set_live(True)
     assert await cache.user_teams("acme", "alice") == ("old",)
     assert await cache.user_teams("acme", "alice") == ("old",)
     assert store.reads == 1
@@ -48,3 +50,20 @@ async def test_an_undisturbed_read_is_cached_and_dropped_by_its_notification() -
     cache.invalidate("users", "alice")
     await cache.user_teams("acme", "alice")
     assert store.reads == 2
+
+
+async def test_without_a_listening_feed_nothing_is_served_from_the_cache() -> None:
+    store = SlowStore()
+    store.release.set()
+    cache = Cache(store, maxsize=10, ttl=60)
+    await cache.user_teams("acme", "alice")
+    await cache.user_teams("acme", "alice")
+    assert store.reads == 2  # not live yet: the feed has not connected
+    cache.set_live(True)
+    await cache.user_teams("acme", "alice")
+    await cache.user_teams("acme", "alice")
+    assert store.reads == 3
+    cache.set_live(False)  # the feed is lost: changes could go unseen
+    store.teams = ("new",)
+    assert await cache.user_teams("acme", "alice") == ("new",)
+    assert store.reads == 4

@@ -81,13 +81,11 @@ class LookupStore(Protocol):
 
 class ChangeFeed(Protocol):
     async def run(self, on_change: Callable[[str, str], None],
-                  on_reset: Callable[[], None]) -> None:
+                  on_state: Callable[[bool], None]) -> None:
         """Until cancelled: call on_change(table, row id) for every committed change to a cached
-        table, and on_reset() each time the feed (re)connects, since changes may have been
-        missed while it was away."""
+        table; on_state(True) each time the feed is listening (changes before it may have been
+        missed), on_state(False) as soon as it is not."""
         ...
-
-    def connected(self) -> bool: ...
 
 
 class PriceStore(Protocol):

@@ -67,36 +67,42 @@ class PostgresLookupStore:
 
 class PostgresChangeFeed:
     """One dedicated connection LISTENing on CHANNEL. A lost connection is noticed by asyncpg's
-    termination callback or by a failed liveness query, whichever comes first; the feed then
-    reconnects with backoff and resets the cache, since notifications do not queue for a
-    listener that is away."""
+    termination callback or by a failed liveness query (every check interval), whichever comes
+    first; the feed reports it at once and reconnects with backoff (0.1 s doubling to 2 s)."""
 
     def __init__(self, url: str, check_interval: float) -> None:
         self._url = url
         self._check_interval = check_interval
-        self._connected = False
-
-    def connected(self) -> bool:
-        return self._connected
 
     async def run(self, on_change: Callable[[str, str], None],
-                  on_reset: Callable[[], None]) -> None:
+                  on_state: Callable[[bool], None]) -> None:
         backoff = 0.1
         while True:
+            listening = False
+
+            def started() -> None:
+                nonlocal listening
+                listening = True
+                metrics.COMPONENT_UP.labels("change_feed").set(1)
+                on_state(True)
+
             try:
-                await self._listen(on_change, on_reset)
-                backoff = 0.1
+                await self._listen(on_change, started)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure means: reconnect
-                log.warning("change feed lost", extra={"error": repr(exc)})
-            self._set_connected(False)
-            metrics.CHANGE_FEED_RECONNECTS.inc()
+                log.warning("change feed lost" if listening else "change feed cannot connect",
+                            extra={"error": repr(exc)})
+            metrics.COMPONENT_UP.labels("change_feed").set(0)
+            on_state(False)
+            if listening:
+                metrics.CHANGE_FEED_LOSSES.inc()
+                backoff = 0.1
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, 2.0)
 
     async def _listen(self, on_change: Callable[[str, str], None],
-                      on_reset: Callable[[], None]) -> None:
+                      started: Callable[[], None]) -> None:
         lost = asyncio.Event()
 
         def notified(_conn, _pid, _channel, payload: str) -> None:
@@ -105,7 +111,7 @@ class PostgresChangeFeed:
                 table, row_id = change["table"], change["id"] or ""
             except (ValueError, KeyError, TypeError):
                 log.error("unreadable change notification", extra={"payload": payload[:200]})
-                on_reset()
+                on_change("", "")  # an unknown table: the cache drops everything
                 return
             on_change(table, row_id)
 
@@ -113,9 +119,7 @@ class PostgresChangeFeed:
         try:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(CHANNEL, notified)
-            # Changes made before LISTEN took effect may already be cached: start clean.
-            on_reset()
-            self._set_connected(True)
+            started()
             log.info("change feed listening")
             while not lost.is_set():
                 try:
@@ -125,7 +129,3 @@ class PostgresChangeFeed:
             raise ConnectionError("change feed connection closed")
         finally:
             conn.terminate()
-
-    def _set_connected(self, up: bool) -> None:
-        self._connected = up
-        metrics.COMPONENT_UP.labels("change_feed").set(1 if up else 0)

@@ -1,0 +1,341 @@
+"""Two real sidecar processes on one database: a change made through sidecar A reaches
+sidecar B's cache within a second (key revocation, policy create/update/delete, provider
+switches), also after every connection to the database was killed.
+
+B runs with a ten-minute cache TTL, and before each change the test checks that B answers the
+old decision from its cache (its cache hit counters rise); only the change feed (LISTEN/NOTIFY)
+can then explain B answering the new one within the second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import ADMIN_TOKEN, KEY_PEPPER, Client
+from tests.helpers import rich_error
+from warden.v1 import admin_pb2, types_pb2, warden_pb2
+
+# What the policies issue promises: a change is enforced by every sidecar within a second.
+PROPAGATION_SECONDS = 1.0
+POLL_SECONDS = 0.02
+# Process start-up (imports, pool, schema check) on a loaded 2-core machine.
+START_SECONDS = 60.0
+STOP_SECONDS = 15.0
+# Losing the feed connection is noticed at once (or by the next liveness query, every
+# WARDEN_HEALTH_INTERVAL_SECONDS) and retried with backoff: generous, it is not the promise.
+RECONNECT_SECONDS = 15.0
+
+ALLOW = "DECISION_ALLOW"
+DENY = "DECISION_DENY"
+
+
+@dataclass
+class Sidecar:
+    name: str
+    proc: asyncio.subprocess.Process
+    target: str
+    log_path: Path
+    client: Client | None = None
+    metrics_port: int = 0
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.read().decode()
+
+
+def _sample(body: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent: counters start unexported)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = "^" + re.escape(name + (f"{{{wanted}}}" if wanted else "")) + r" (\S+)$"
+    match = re.search(pattern, body, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def _scrape(sidecar: Sidecar) -> str:
+    return await asyncio.to_thread(sidecar.metrics)
+
+
+async def _stop(sidecar: Sidecar) -> None:
+    proc = sidecar.proc
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_SECONDS)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def _spawn(name: str, db_url: str, tmp_path: Path, stack: contextlib.AsyncExitStack,
+                 **env_overrides: str) -> Sidecar:
+    data_dir = tmp_path / name
+    data_dir.mkdir()
+    target = f"unix:{tmp_path}/{name}.sock"
+    env = {**os.environ, "WARDEN_DATABASE_URL": db_url, "WARDEN_MIGRATE": "false",
+           "WARDEN_LISTEN": target,
+           # Port 0: the kernel picks; the "warden serving" log line says which.
+           "WARDEN_METRICS_LISTEN": "127.0.0.1:0", "WARDEN_DATA_DIR": str(data_dir),
+           "WARDEN_ADMIN_TOKEN": ADMIN_TOKEN, "WARDEN_KEY_PEPPER": KEY_PEPPER,
+           "WARDEN_SHUTDOWN_GRACE_SECONDS": "2", **env_overrides}
+    log_path = tmp_path / f"{name}.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "warden", "serve", env=env, stdout=log_fd,
+            stderr=asyncio.subprocess.STDOUT)
+    finally:
+        os.close(log_fd)
+    sidecar = Sidecar(name, proc, target, log_path)
+    stack.push_async_callback(_stop, sidecar)
+    return sidecar
+
+
+async def _until_serving(sidecar: Sidecar, stack: contextlib.AsyncExitStack) -> None:
+    channel = await stack.enter_async_context(grpc.aio.insecure_channel(sidecar.target))
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if sidecar.proc.returncode is not None:
+            pytest.fail(f"sidecar {sidecar.name} exited ({sidecar.proc.returncode}):\n"
+                        f"{sidecar.log_tail()}")
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+        if time.monotonic() > deadline:
+            pytest.fail(f"sidecar {sidecar.name} not SERVING after {START_SECONDS:.0f} s:\n"
+                        f"{sidecar.log_tail()}")
+        await asyncio.sleep(0.1)
+    for line in sidecar.log_path.read_text().splitlines():
+        if line.startswith("{") and json.loads(line).get("message") == "warden serving":
+            sidecar.metrics_port = json.loads(line)["metrics_port"]
+    assert sidecar.metrics_port, f"no metrics port in the log of {sidecar.name}"
+    sidecar.client = Client(channel)
+
+
+@pytest.fixture
+async def sidecars(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar]]:
+    """A and B on the test's database; both are stopped however the test ends."""
+    async with contextlib.AsyncExitStack() as stack:
+        # Started together, as a deployment's replicas are (both record the key pepper's
+        # fingerprint on this fresh database at once).
+        a = await _spawn("a", db_url, tmp_path, stack)
+        # Ten minutes: a TTL expiry cannot pass for propagation within a test.
+        b = await _spawn("b", db_url, tmp_path, stack, WARDEN_CACHE_TTL_SECONDS="600")
+        await asyncio.gather(_until_serving(a, stack), _until_serving(b, stack))
+        yield a, b
+
+
+# --- the tenant and what B answers ---------------------------------------------------------
+
+@dataclass
+class Tenant:
+    key: str
+    key_id: str
+
+
+async def _tenant(a: Sidecar) -> Tenant:
+    """Org acme, team support, app chat (in support), user alice (in support) and her key;
+    an org model_access policy "models" allowing gpt-4o-mini and gpt-4o."""
+    admin, auth = a.client.admin, a.client.auth
+    await admin.CreateOrg(admin_pb2.CreateOrgRequest(org=admin_pb2.Org(id="acme")),
+                          metadata=auth)
+    await admin.CreateTeam(admin_pb2.CreateTeamRequest(
+        team=admin_pb2.Team(id="support", org_id="acme")), metadata=auth)
+    await admin.CreateApp(admin_pb2.CreateAppRequest(
+        app=admin_pb2.App(id="chat", org_id="acme", team_id="support")), metadata=auth)
+    await admin.CreateUser(admin_pb2.CreateUserRequest(
+        user=admin_pb2.User(id="alice", org_id="acme", team_ids=["support"])), metadata=auth)
+    key = await admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(
+        app_id="chat", user_id="alice"), metadata=auth)
+    await admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=_model_access(
+        ["gpt-4o-mini", "gpt-4o"])), metadata=auth)
+    return Tenant(key.plaintext, key.api_key.id)
+
+
+def _model_access(allow: list[str], revision: int = 0) -> types_pb2.Policy:
+    return types_pb2.Policy(
+        id="models", scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_ORG, id="acme"),
+        model_access=types_pb2.ModelAccessConfig(allow_models=allow), revision=revision)
+
+
+async def _answer(b: Sidecar, key: str, model: str = "gpt-4o-mini") -> tuple:
+    """B's answer in short: (decision, reason, provider, model, max_output_tokens), or
+    (status code, reason) for an error."""
+    request = warden_pb2.AuthorizeRequest(
+        request_id=uuid.uuid4().hex, api_key=key, model=model, provider="openai",
+        max_output_tokens=500)
+    try:
+        reply = await b.client.warden.Authorize(request, timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name, rich_error(exc).reason
+    return (warden_pb2.Decision.Name(reply.decision), types_pb2.Reason.Name(reply.reason),
+            reply.route.provider, reply.route.model, reply.route.max_output_tokens)
+
+
+def _allowed(model: str = "gpt-4o-mini", provider: str = "openai", max_tokens: int = 500
+             ) -> tuple:
+    return ALLOW, "REASON_ALLOWED", provider, model, max_tokens
+
+
+def _denied(reason: str) -> tuple:
+    return DENY, f"REASON_{reason}", "", "", 0
+
+
+async def _answers_from_cache(b: Sidecar, key: str, expected: tuple, **request) -> None:
+    """B gives the old answer, and gives it from its cache: without that, B answering the new
+    one later would prove nothing about propagation."""
+    assert await _answer(b, key, **request) == expected  # loads whatever was not cached
+    before = await _scrape(b)
+    assert await _answer(b, key, **request) == expected
+    after = await _scrape(b)
+    for cache in ("api_keys", "policies", "provider_switches"):
+        hits = [_sample(body, "warden_cache_hits_total", cache=cache) for body in (before, after)]
+        misses = [_sample(body, "warden_cache_misses_total", cache=cache)
+                  for body in (before, after)]
+        assert hits[1] > hits[0] and misses[1] == misses[0], \
+            f"B did not answer from its {cache} cache: hits {hits}, misses {misses}"
+
+
+async def _propagates(b: Sidecar, key: str, expected: tuple, change: str, **request) -> float:
+    """Seconds until B answers `expected`, polled from the moment the change returned."""
+    start = time.monotonic()
+    while True:
+        answer = await _answer(b, key, **request)
+        elapsed = time.monotonic() - start
+        if answer == expected:
+            return elapsed
+        assert elapsed < PROPAGATION_SECONDS, (
+            f"{change}: B still answered {answer} {elapsed:.3f} s later, expected {expected}")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+async def test_revocation_reaches_the_other_sidecar(sidecars):
+    a, b = sidecars
+    tenant = await _tenant(a)
+    await _answers_from_cache(b, tenant.key, _allowed())
+    await a.client.admin.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(id=tenant.key_id),
+                                      metadata=a.client.auth)
+    await _propagates(b, tenant.key, ("UNAUTHENTICATED", "API_KEY_REVOKED"), "RevokeApiKey")
+
+
+async def test_policy_changes_reach_the_other_sidecar(sidecars):
+    a, b = sidecars
+    admin, auth = a.client.admin, a.client.auth
+    tenant = await _tenant(a)
+
+    # Update: the org stops allowing gpt-4o-mini.
+    await _answers_from_cache(b, tenant.key, _allowed())
+    current = (await admin.GetPolicy(admin_pb2.GetPolicyRequest(id="models"),
+                                     metadata=auth)).policy
+    await admin.UpdatePolicy(admin_pb2.UpdatePolicyRequest(
+        policy=_model_access(["gpt-4o"], revision=current.revision)), metadata=auth)
+    await _propagates(b, tenant.key, _denied("MODEL_NOT_ALLOWED"), "UpdatePolicy")
+
+    # Create: a routing policy on the team, a scope B has cached as having no policies.
+    await _answers_from_cache(b, tenant.key, _allowed("gpt-4o"), model="gpt-4o")
+    await admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
+        id="support-routing", scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_TEAM,
+                                                    id="support"),
+        routing=types_pb2.RoutingConfig(
+            rules=[types_pb2.RouteRule(alias="gpt-4o", targets=[
+                types_pb2.RouteTarget(provider="azure", model="gpt-4o")])],
+            max_tokens_cap=100))), metadata=auth)
+    routed = _allowed("gpt-4o", provider="azure", max_tokens=100)
+    await _propagates(b, tenant.key, routed, "CreatePolicy", model="gpt-4o")
+
+    # Delete: back to the model and provider the caller asked for.
+    await _answers_from_cache(b, tenant.key, routed, model="gpt-4o")
+    await admin.DeletePolicy(admin_pb2.DeletePolicyRequest(id="support-routing"),
+                             metadata=auth)
+    await _propagates(b, tenant.key, _allowed("gpt-4o"), "DeletePolicy", model="gpt-4o")
+
+
+async def test_provider_switch_reaches_the_other_sidecar(sidecars):
+    a, b = sidecars
+    tenant = await _tenant(a)
+
+    async def switch(enabled: bool) -> None:
+        await a.client.admin.SetProviderSwitch(admin_pb2.SetProviderSwitchRequest(
+            switch=admin_pb2.ProviderSwitch(provider="openai", enabled=enabled,
+                                            reason="" if enabled else "incident 42")),
+            metadata=a.client.auth)
+
+    await _answers_from_cache(b, tenant.key, _allowed())
+    await switch(False)
+    await _propagates(b, tenant.key, _denied("PROVIDER_DISABLED"), "switch off")
+    await _answers_from_cache(b, tenant.key, _denied("PROVIDER_DISABLED"))
+    await switch(True)
+    await _propagates(b, tenant.key, _allowed(), "switch on")
+
+
+async def test_changes_still_propagate_after_the_connections_are_killed(sidecars, db_url,
+                                                                         server_url):
+    a, b = sidecars
+    tenant = await _tenant(a)
+    await _answers_from_cache(b, tenant.key, _allowed())
+    before = await _scrape(b)
+    database = urlsplit(db_url).path.lstrip("/")
+    conn = await asyncpg.connect(server_url)
+    try:
+        # Every backend of the test database: both feeds' listeners (pg_stat_activity cannot
+        # tell A's from B's) and both pools' connections.
+        listeners = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+            " AND (query LIKE 'LISTEN%' OR query = 'SELECT 1')", database)
+        killed = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()) AS t", database)
+    finally:
+        await conn.close()
+    assert listeners >= 2 and killed > listeners
+
+    # The feed is back when it counted the loss and reports itself up again.
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while True:
+        body = await _scrape(b)
+        reconnects = [_sample(x, "warden_change_feed_losses_total") for x in (before, body)]
+        if reconnects[1] > reconnects[0] and \
+                _sample(body, "warden_component_up", component="change_feed") == 1:
+            break
+        assert time.monotonic() < deadline, \
+            f"B's change feed not back after {RECONNECT_SECONDS:.0f} s:\n{b.log_tail()}"
+        await asyncio.sleep(0.1)
+    # Notifications sent while the feed was away are lost: B must have dropped everything.
+    assert _sample(body, "warden_cache_invalidations_total", cache="api_keys", how="full") > \
+        _sample(before, "warden_cache_invalidations_total", cache="api_keys", how="full")
+
+    # The pools reconnect too: B answers at once, from a re-warmed cache ...
+    await _answers_from_cache(b, tenant.key, _allowed())
+    # ... and the new LISTEN connection carries the next change.
+    await a.client.admin.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(id=tenant.key_id),
+                                      metadata=a.client.auth)
+    await _propagates(b, tenant.key, ("UNAUTHENTICATED", "API_KEY_REVOKED"),
+                      "RevokeApiKey after reconnect")
