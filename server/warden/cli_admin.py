@@ -21,14 +21,12 @@ from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from warden.api.convert import SCOPE_KINDS
 from warden.settings import Settings
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 PAGE = 1000
-SCOPE_KINDS = {"org": types_pb2.SCOPE_KIND_ORG, "team": types_pb2.SCOPE_KIND_TEAM,
-               "app": types_pb2.SCOPE_KIND_APP, "user": types_pb2.SCOPE_KIND_USER,
-               "api_key": types_pb2.SCOPE_KIND_API_KEY}
 _VERBS = {admin_pb2.CHANGE_ACTION_CREATE: "create", admin_pb2.CHANGE_ACTION_UPDATE: "update",
           admin_pb2.CHANGE_ACTION_DELETE: "delete"}
 

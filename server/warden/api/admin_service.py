@@ -76,11 +76,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                         context: grpc.aio.ServicerContext) -> admin_pb2.CreateOrgResponse:
         org, v = request.org, Violations()
         v.id(org.id, "org.id", required=False)
-        v.text(org.display_name, "org.display_name")
-        v.check(org.time_zone in ("", "UTC"), "org.time_zone",
-                "only UTC is supported until calendar budgets land")
-        v.check(org.currency == "" or (len(org.currency) == 3 and org.currency.isupper()),
-                "org.currency", "must be an ISO 4217 code such as USD")
+        v.org_settings(org, "org")
         v.done()
         row = await self._c.directory.create_org({
             "id": org.id or _new_id("org"), "display_name": org.display_name,

@@ -71,12 +71,7 @@ def _check_orgs(v: Violations, request: admin_pb2.ApplyRequest) -> dict[str, Any
             "must declare at least one org: an apply owns exactly the orgs it declares")
     orgs = _unique_ids(v, request.orgs, "orgs")
     for i, org in enumerate(request.orgs):
-        # The same rules as CreateOrg: the org is created with these values when missing.
-        v.text(org.display_name, f"orgs[{i}].display_name")
-        v.check(org.time_zone in ("", "UTC"), f"orgs[{i}].time_zone",
-                "only UTC is supported until calendar budgets land")
-        v.check(org.currency == "" or (len(org.currency) == 3 and org.currency.isupper()),
-                f"orgs[{i}].currency", "must be an ISO 4217 code such as USD")
+        v.org_settings(org, f"orgs[{i}]")
     return orgs
 
 

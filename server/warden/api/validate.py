@@ -42,6 +42,14 @@ class Violations:
     def tokens(self, value: int, field: str) -> bool:
         return self.check(0 <= value <= MAX_TOKENS, field, f"must be between 0 and {MAX_TOKENS}")
 
+    def org_settings(self, org, at: str) -> None:
+        """The fields of an org a caller sets (CreateOrg, Apply)."""
+        self.text(org.display_name, f"{at}.display_name")
+        self.check(org.time_zone in ("", "UTC"), f"{at}.time_zone",
+                   "only UTC is supported until calendar budgets land")
+        self.check(org.currency == "" or (len(org.currency) == 3 and org.currency.isupper()),
+                   f"{at}.currency", "must be an ISO 4217 code such as USD")
+
     def page_size(self, value: int, field: str = "page_size") -> None:
         self.check(0 <= value <= MAX_PAGE, field, f"must be between 0 and {MAX_PAGE}")
 
