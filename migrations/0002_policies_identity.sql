@@ -78,7 +78,7 @@ CREATE TRIGGER api_keys_changed
     AFTER INSERT OR DELETE OR UPDATE OF org_id, app_id, user_id, prefix, hash, allowed_models,
         expire_time, revoke_time ON api_keys
     FOR EACH ROW EXECUTE FUNCTION warden_notify_change();
-CREATE TRIGGER apps_changed AFTER UPDATE OR DELETE ON apps
+CREATE TRIGGER apps_changed AFTER INSERT OR UPDATE OR DELETE ON apps
     FOR EACH ROW EXECUTE FUNCTION warden_notify_change();
 CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION warden_notify_change();

@@ -177,17 +177,24 @@ class App:
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)])
-        warden_pb2_grpc.add_WardenServicer_to_server(WardenService(components), server)
+        warden_pb2_grpc.add_WardenServicer_to_server(
+            WardenService(components, trust_unix_peers=bool(s.subject_socket)), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(components), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (WARDEN_SERVICE, ADMIN_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"]
              .full_name, reflection.SERVICE_NAME), server)
-        try:
-            self.port = server.add_insecure_port(s.listen)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
+        for address in filter(None, (s.listen, s.subject_socket)):
+            try:
+                port = server.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise StartupError(f"cannot listen on {address}: {exc}") from None
+            if address == s.listen:
+                self.port = port
+        if s.subject_socket:
+            # Whoever can connect here may act as any app: only the sidecar's own user.
+            os.chmod(s.subject_socket.removeprefix("unix:"), 0o600)
         self._server = server
         await server.start()
         await self._set_database_health(True)

@@ -1,5 +1,6 @@
-"""The in-process cache Authorize decides from: key lookups, users' teams, policies per scope
-and provider switches, read through a LookupStore and kept fresh by a ChangeFeed.
+"""The in-process cache Authorize decides from: key lookups, users' teams, apps (for explicit
+subjects), policies per scope and provider switches, read through a LookupStore and kept fresh
+by a ChangeFeed.
 
 Every change to a cached table is broadcast by the database (store/base.py ChangeFeed); the
 payload names the row, and exactly the entries that row feeds are dropped. The TTL is only a
@@ -53,9 +54,10 @@ class Cache:
         self._store = store
         self._keys = _Entries("api_keys", maxsize, ttl)
         self._users = _Entries("users", maxsize, ttl)
+        self._apps = _Entries("apps", maxsize, ttl)
         self._policies = _Entries("policies", maxsize, ttl)
         self._switches = _Entries("provider_switches", 1, ttl)
-        self._all = (self._keys, self._users, self._policies, self._switches)
+        self._all = (self._keys, self._users, self._apps, self._policies, self._switches)
         self._generation = 0
         self._live = False
 
@@ -86,6 +88,10 @@ class Cache:
 
     async def api_key(self, prefix: str) -> KeyRecord | None:
         return await self._load(self._keys, prefix, lambda: self._store.find_api_key(prefix))
+
+    async def app(self, app_id: str) -> tuple[str, str] | None:
+        """(org id, team id or "") of an app, for explicit subjects."""
+        return await self._load(self._apps, app_id, lambda: self._store.find_app(app_id))
 
     async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
         """The teams of a user of the org, or None when the org has no such user."""
@@ -122,6 +128,7 @@ class Cache:
         elif table == "api_keys":
             self._keys.drop([row_id], "exact")
         elif table == "apps":
+            self._apps.drop([row_id], "exact")
             self._keys.drop([p for p, r in self._keys.data.items()
                              if r is not None and r.app_id == row_id], "exact")
         elif table in ("users", "user_teams"):

@@ -59,6 +59,14 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _optional_unix(value: str) -> str:
+    if value.lower() in ("", "off", "none"):
+        return ""
+    if not value.startswith("unix:") or len(value) <= len("unix:"):
+        raise ValueError("expected unix:PATH, or 'off'")
+    return value
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -96,6 +104,9 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", _address, "127.0.0.1:50051", "gRPC address: HOST:PORT or unix:PATH"),
+    Option("subject_socket", _optional_unix, "off",
+           "unix:PATH of a second listener (created mode 0600) whose callers may name an "
+           "explicit subject instead of an API key, or 'off'"),
     Option("metrics_listen", _optional_address, "127.0.0.1:9464",
            "Prometheus /metrics HOST:PORT, or 'off'"),
     Option("database_url", _database_url, "",
@@ -130,6 +141,7 @@ OPTIONS: tuple[Option, ...] = (
 @dataclass(frozen=True)
 class Settings:
     listen: str
+    subject_socket: str
     metrics_listen: str
     database_url: str
     data_dir: str
@@ -178,6 +190,9 @@ class Settings:
                 problems.append(f"{source}={raw!r}: {exc}")
         if not problems and values["db_pool_min"] > values["db_pool_max"]:
             problems.append("WARDEN_DB_POOL_MIN must not exceed WARDEN_DB_POOL_MAX")
+        if not problems and values["subject_socket"] and values["listen"].startswith("unix:"):
+            # Trusted callers are told apart by their transport.
+            problems.append("WARDEN_SUBJECT_SOCKET needs WARDEN_LISTEN to be HOST:PORT")
         if problems:
             raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
         values["data_dir"] = values["data_dir"] or _default_data_dir()

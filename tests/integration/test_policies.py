@@ -2,6 +2,7 @@
 through a real server and Postgres."""
 
 import asyncio
+import os
 
 import grpc
 from google.protobuf import duration_pb2
@@ -226,3 +227,53 @@ async def test_rotation_keeps_the_old_key_for_its_grace_period(client, db):
         id=rotated.api_key.id, grace_period=duration_pb2.Duration(seconds=-1)),
         metadata=client.auth))
     assert "grace_period" in error.violations
+
+
+async def test_explicit_subjects_only_on_the_subject_socket(db_url, tmp_path):
+    """A trusted gateway names org, app and user on the Unix socket; the same request over TCP
+    is refused, and a subject must name an app of its org."""
+    from tests.conftest import Client, settings_for
+    from warden.app import App
+
+    socket = f"unix:{tmp_path}/subjects.sock"
+    app = App(settings_for(db_url, str(tmp_path), subject_socket=socket))
+    await app.start()
+    try:
+        assert os.stat(socket.removeprefix("unix:")).st_mode & 0o777 == 0o600
+        async with grpc.aio.insecure_channel(app.target) as tcp, \
+                grpc.aio.insecure_channel(socket) as unix:
+            admin, trusted = Client(tcp), Client(unix)
+            await _org_with_team_and_user(admin)
+            await rate_limit(admin, USER, "alice", 1, "alice-rpm")
+            subject = warden_pb2.Subject(org_id="acme", app_id="chat", user_id="alice")
+            request = warden_pb2.AuthorizeRequest(request_id="s1", subject=subject,
+                                                  model="gpt-4o-mini")
+            reply = await trusted.warden.Authorize(request)
+            assert reply.decision == warden_pb2.DECISION_ALLOW
+            assert (reply.identity.app_id, reply.identity.user_id,
+                    reply.identity.api_key_id) == ("chat", "alice", "")
+            request.request_id = "s2"
+            denied = await trusted.warden.Authorize(request)
+            assert denied.reason == types_pb2.REASON_RATE_LIMITED  # alice's own limit
+            usage = await trusted.warden.RecordUsage(warden_pb2.RecordUsageRequest(
+                request_id="s1", subject=subject, cost_micros=5,
+                outcome=warden_pb2.OUTCOME_COMPLETED))
+            assert usage.cost_micros == 5
+            audit = await trusted.warden.Audit(warden_pb2.AuditRequest(
+                subject=subject, events=[warden_pb2.AuditEvent(action="llm.call")]))
+            assert audit.accepted == 1
+
+            request.request_id = "s3"
+            error = await expect_error(admin.warden.Authorize(request))
+            assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                  "PERMISSION_DENIED")
+            other = warden_pb2.Subject(org_id="globex", app_id="chat")
+            error = await expect_error(trusted.warden.Authorize(warden_pb2.AuthorizeRequest(
+                request_id="s4", subject=other, model="m")))
+            assert error.code == grpc.StatusCode.NOT_FOUND
+            error = await expect_error(trusted.warden.Authorize(warden_pb2.AuthorizeRequest(
+                request_id="s5", subject=warden_pb2.Subject(app_id="Bad App"),
+                api_key="wk_x", model="m")))
+            assert set(error.violations) == {"api_key", "subject.org_id", "subject.app_id"}
+    finally:
+        await app.stop()

@@ -17,6 +17,15 @@ def test_external_database_does_not_migrate_unless_asked() -> None:
         .migrate_on_start
 
 
+def test_the_subject_socket_is_a_unix_socket_beside_a_tcp_listener() -> None:
+    assert Settings.load(env={"WARDEN_SUBJECT_SOCKET": "unix:/run/w.sock"}).subject_socket == \
+        "unix:/run/w.sock"
+    with pytest.raises(SettingsError, match="WARDEN_SUBJECT_SOCKET='127.0.0.1:1'"):
+        Settings.load(env={"WARDEN_SUBJECT_SOCKET": "127.0.0.1:1"})
+    with pytest.raises(SettingsError, match="needs WARDEN_LISTEN to be HOST:PORT"):
+        Settings.load(env={"WARDEN_SUBJECT_SOCKET": "unix:/a", "WARDEN_LISTEN": "unix:/b"})
+
+
 def test_every_bad_value_is_reported_with_its_source() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.load(env={"WARDEN_LISTEN": "nowhere", "WARDEN_DB_POOL_MAX": "-1",

@@ -16,7 +16,7 @@ from warden.api.errors import fill_unimplemented, rpc
 from warden.api.validate import Violations
 from warden.components import Components
 from warden.engine.pricing import cost_micros
-from warden.errors import WardenError
+from warden.errors import WardenError, not_found
 from warden.keys import KeyRecord, authenticate, key_prefix
 from warden.v1 import warden_pb2, warden_pb2_grpc
 
@@ -26,14 +26,49 @@ MAX_EVENT_SKEW_FUTURE = timedelta(minutes=5)
 MAX_EVENT_AGE = timedelta(days=30)
 
 
+def _check_credentials(v: Violations, api_key: str, subject: warden_pb2.Subject | None,
+                       at: str = "") -> None:
+    """An API key, or (from a trusted caller) a subject, never both."""
+    if subject is None:
+        v.required(api_key, f"{at}api_key")
+        return
+    v.check(not api_key, f"{at}api_key", "must be empty when subject is given")
+    v.id(subject.org_id, f"{at}subject.org_id")
+    v.id(subject.app_id, f"{at}subject.app_id")
+    v.id(subject.user_id, f"{at}subject.user_id", required=False)
+
+
+def _subject(message) -> warden_pb2.Subject | None:
+    return message.subject if message.HasField("subject") else None
+
+
 class WardenService(warden_pb2_grpc.WardenServicer):
-    def __init__(self, components: Components) -> None:
+    def __init__(self, components: Components, trust_unix_peers: bool = False) -> None:
         self._c = components
+        # True when WARDEN_SUBJECT_SOCKET is on: callers on a Unix socket may name a subject.
+        self._trust_unix_peers = trust_unix_peers
 
     async def _key(self, api_key: str) -> KeyRecord:
         prefix = key_prefix(api_key)
         record = await self._c.cache.api_key(prefix) if prefix else None
         return authenticate(record, api_key, self._c.key_pepper, self._c.clock())
+
+    async def _caller(self, api_key: str, subject: warden_pb2.Subject | None,
+                      context: grpc.aio.ServicerContext) -> KeyRecord:
+        """Who calls: the API key's record, or a keyless record for a trusted subject."""
+        if subject is None:
+            return await self._key(api_key)
+        if not (self._trust_unix_peers and (context.peer() or "").startswith("unix:")):
+            raise WardenError(
+                "PERMISSION_DENIED", "PERMISSION_DENIED",
+                "an explicit subject is accepted only on WARDEN_SUBJECT_SOCKET; send api_key",
+                [("subject", "not accepted on this connection")])
+        app = await self._c.cache.app(subject.app_id)
+        if app is None or app[0] != subject.org_id:
+            raise not_found(f"app {subject.app_id!r} of org {subject.org_id!r}")
+        return KeyRecord(id="", org_id=subject.org_id, app_id=subject.app_id, user_id="",
+                         team_ids=(app[1],) if app[1] else (), hash=b"", allowed_models=(),
+                         expire_time=None, revoke_time=None)
 
     async def _identity(self, key: KeyRecord, user_id: str) -> engine.Identity:
         """The scope chain of a call: the key's user, or else the end user the app names. An
@@ -60,7 +95,11 @@ class WardenService(warden_pb2_grpc.WardenServicer):
                         context: grpc.aio.ServicerContext) -> warden_pb2.AuthorizeResponse:
         v = Violations()
         v.request_id(request.request_id)
-        v.required(request.api_key, "api_key")
+        subject = _subject(request)
+        _check_credentials(v, request.api_key, subject)
+        v.check(not (subject and subject.user_id and request.user_id
+                     and subject.user_id != request.user_id), "user_id",
+                "must be empty or equal subject.user_id")
         if v.required(request.model, "model"):
             v.text(request.model, "model")
         v.text(request.provider, "provider")
@@ -68,10 +107,9 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v.tokens(request.input_tokens, "input_tokens")
         v.tokens(request.max_output_tokens, "max_output_tokens")
         v.done()
-        if request.HasField("subject"):
-            raise WardenError("UNIMPLEMENTED", "NOT_IMPLEMENTED",
-                              "explicit subjects (trusted callers) are not implemented yet")
-        identity = await self._identity(await self._key(request.api_key), request.user_id)
+        caller = await self._caller(request.api_key, subject, context)
+        identity = await self._identity(caller, request.user_id or (subject and subject.user_id)
+                                        or "")
         inp = convert.authorize_input(request)
         plan = engine.plan(identity, inp, await self._c.cache.policies(identity.scopes()),
                            await self._c.cache.provider_switches())
@@ -85,7 +123,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
                           context: grpc.aio.ServicerContext) -> warden_pb2.RecordUsageResponse:
         v = Violations()
         v.request_id(request.request_id)
-        v.required(request.api_key, "api_key")
+        _check_credentials(v, request.api_key, _subject(request))
         usage = request.usage
         v.tokens(usage.output_tokens, "usage.output_tokens")
         if v.tokens(usage.input_tokens, "usage.input_tokens") and v.tokens(
@@ -105,7 +143,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v.check(not request.reservation_id, "reservation_id",
                 "reservations are not implemented yet; leave empty")
         v.done()
-        key = await self._key(request.api_key)
+        key = await self._caller(request.api_key, _subject(request), context)
         row = {
             "request_id": request.request_id, "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
@@ -159,9 +197,9 @@ class WardenService(warden_pb2_grpc.WardenServicer):
     async def Audit(self, request: warden_pb2.AuditRequest,
                     context: grpc.aio.ServicerContext) -> warden_pb2.AuditResponse:
         v = Violations()
-        v.required(request.api_key, "api_key")
+        _check_credentials(v, request.api_key, _subject(request))
         v.done()
-        key = await self._key(request.api_key)
+        key = await self._caller(request.api_key, _subject(request), context)
         ids = await self._append(key, request.events, "events")
         return warden_pb2.AuditResponse(accepted=len(ids), event_ids=ids)
 
@@ -171,20 +209,22 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         """Each message is stored atomically as it arrives; the stream is acknowledged at its
         end. A stream that fails part-way may have stored its earlier messages: resend them with
         the same event ids, which are stored once."""
-        key, first_key, accepted, index = None, "", 0, 0
+        key, first, accepted, index = None, None, 0, 0
         async for message in requests:
             if isinstance(message, Malformed):
                 message.raise_error(f"messages[{index}]")
+            at = f"messages[{index}]."
             if key is None:
                 v = Violations()
-                v.required(message.api_key, f"messages[{index}].api_key")
+                _check_credentials(v, message.api_key, _subject(message), at)
                 v.done()
-                first_key = message.api_key
-                key = await self._key(first_key)
-            elif message.api_key and message.api_key != first_key:
+                first = message
+                key = await self._caller(message.api_key, _subject(message), context)
+            elif ((message.api_key and message.api_key != first.api_key)
+                  or (_subject(message) and message.subject != first.subject)):
                 raise WardenError("INVALID_ARGUMENT", "INVALID_ARGUMENT",
-                                  "all messages of a stream must use the same api_key",
-                                  [(f"messages[{index}].api_key", "differs from the first")])
+                                  "all messages of a stream must name the same caller",
+                                  [(f"{at}api_key", "differs from the first message's caller")])
             accepted += len(await self._append(key, message.events,
                                                f"messages[{index}].events"))
             index += 1

@@ -67,6 +67,10 @@ class LookupStore(Protocol):
 
     async def find_api_key(self, prefix: str) -> KeyRecord | None: ...
 
+    async def find_app(self, app_id: str) -> tuple[str, str] | None:
+        """(org id, team id or "") of the app, or None."""
+        ...
+
     async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
         """The user's teams, or None when the org has no such user."""
         ...

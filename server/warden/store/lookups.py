@@ -40,6 +40,11 @@ class PostgresLookupStore:
         return KeyRecord(**{**row, "allowed_models": tuple(row["allowed_models"]),
                             "team_ids": tuple(row["team_ids"])})
 
+    async def find_app(self, app_id: str) -> tuple[str, str] | None:
+        row = await self._pool.fetchrow(
+            "SELECT org_id, coalesce(team_id, '') AS team_id FROM apps WHERE id = $1", app_id)
+        return None if row is None else (row["org_id"], row["team_id"])
+
     async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
         row = await self._pool.fetchrow(
             "SELECT array(SELECT team_id FROM user_teams t WHERE t.user_id = u.id"

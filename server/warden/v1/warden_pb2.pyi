@@ -163,7 +163,7 @@ class AuthorizeResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[_Union[_types_pb2.Reason, str]] = ..., results: _Optional[_Iterable[_Union[PolicyResult, _Mapping]]] = ..., limits: _Optional[_Iterable[_Union[LimitStatus, _Mapping]]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reservation_id: _Optional[str] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
 
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("request_id", "api_key", "usage", "cost_micros", "model", "provider", "outcome", "latency", "reservation_id")
+    __slots__ = ("request_id", "api_key", "usage", "cost_micros", "model", "provider", "outcome", "latency", "reservation_id", "subject")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,7 @@ class RecordUsageRequest(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     api_key: str
     usage: _types_pb2.Usage
@@ -182,7 +183,8 @@ class RecordUsageRequest(_message.Message):
     outcome: Outcome
     latency: _duration_pb2.Duration
     reservation_id: str
-    def __init__(self, request_id: _Optional[str] = ..., api_key: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reservation_id: _Optional[str] = ...) -> None: ...
+    subject: Subject
+    def __init__(self, request_id: _Optional[str] = ..., api_key: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reservation_id: _Optional[str] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
     __slots__ = ("cost_micros", "duplicate")
@@ -213,12 +215,14 @@ class AuditEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AuditRequest(_message.Message):
-    __slots__ = ("api_key", "events")
+    __slots__ = ("api_key", "events", "subject")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     api_key: str
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
-    def __init__(self, api_key: _Optional[str] = ..., events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...
+    subject: Subject
+    def __init__(self, api_key: _Optional[str] = ..., events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ...) -> None: ...
 
 class AuditResponse(_message.Message):
     __slots__ = ("accepted", "event_ids")
@@ -229,12 +233,14 @@ class AuditResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamAuditRequest(_message.Message):
-    __slots__ = ("api_key", "events")
+    __slots__ = ("api_key", "events", "subject")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     api_key: str
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
-    def __init__(self, api_key: _Optional[str] = ..., events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...
+    subject: Subject
+    def __init__(self, api_key: _Optional[str] = ..., events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ...) -> None: ...
 
 class StreamAuditResponse(_message.Message):
     __slots__ = ("accepted",)
