@@ -423,13 +423,19 @@ async def measure(target: str, make_request, args: argparse.Namespace) -> dict:
 
 # --- run and report ------------------------------------------------------------------------
 
+def secrets_env() -> tuple[str, dict[str, str]]:
+    """A new admin token, and the environment that gives it and a new key pepper to every
+    sidecar a bench starts (sidecars of one database must share the pepper)."""
+    admin_token = secrets.token_urlsafe(24)
+    return admin_token, {**os.environ, "WARDEN_ADMIN_TOKEN": admin_token,
+                         "WARDEN_KEY_PEPPER": secrets.token_urlsafe(24)}
+
+
 def run(args: argparse.Namespace, context: dict) -> dict:
     noop_port, warden_port, metrics_port = free_ports(3)
     noop_target, warden_target = f"{HOST}:{noop_port}", f"{HOST}:{warden_port}"
     metrics_target = f"{HOST}:{metrics_port}"
-    admin_token = secrets.token_urlsafe(24)
-    env = {**os.environ, "WARDEN_ADMIN_TOKEN": admin_token,
-           "WARDEN_KEY_PEPPER": secrets.token_urlsafe(24)}
+    admin_token, env = secrets_env()
     with (tempfile.TemporaryDirectory(prefix="warden-bench-", ignore_cleanup_errors=True) as tmp,
           contextlib.ExitStack() as stack):
         tmp_path = Path(tmp)

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import platform
-import secrets
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from authorize import (
     fresh_database,
     percentile_ms,
     scrape_metrics,
+    secrets_env,
     start_server,
     stop_leftover_postgres,
     unwind_on_signals,
@@ -216,9 +216,7 @@ def run(args: argparse.Namespace, context: dict) -> dict:
     a_port, b_port, b_metrics_port = free_ports(3)
     a_target, b_target = f"{HOST}:{a_port}", f"{HOST}:{b_port}"
     b_metrics = f"{HOST}:{b_metrics_port}"
-    admin_token = secrets.token_urlsafe(24)
-    env = {**os.environ, "WARDEN_ADMIN_TOKEN": admin_token,
-           "WARDEN_KEY_PEPPER": secrets.token_urlsafe(24)}
+    admin_token, env = secrets_env()
     with (tempfile.TemporaryDirectory(prefix="warden-bench-", ignore_cleanup_errors=True) as tmp,
           contextlib.ExitStack() as stack):
         tmp_path = Path(tmp)
@@ -229,8 +227,7 @@ def run(args: argparse.Namespace, context: dict) -> dict:
             print("starting embedded Postgres ...", file=sys.stderr)
             database_url = stack.enter_context(embedded_postgres(tmp_path / "pg"))
         print("starting warden A and B ...", file=sys.stderr)
-        # One after the other: A applies the migrations and records the key pepper's
-        # fingerprint; B finds both (two first starts at once can race on the fingerprint).
+        # One after the other: A applies the migrations, B finds them applied.
         start_server(stack, "warden A", warden_command(a_target, tmp_path / "a", database_url),
                      a_target, tmp_path / "a.log", env)
         start_server(stack, "warden B",

@@ -109,9 +109,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def CreateTeam(self, request: admin_pb2.CreateTeamRequest,
                          context: grpc.aio.ServicerContext) -> admin_pb2.CreateTeamResponse:
         team, v = request.team, Violations()
-        v.id(team.id, "team.id", required=False)
-        v.id(team.org_id, "team.org_id")
-        v.text(team.display_name, "team.display_name")
+        v.org_member(team, "team")
         v.done()
         row = await self._c.directory.create_team({
             "id": team.id or _new_id("team"), "org_id": team.org_id,
@@ -130,9 +128,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def CreateUser(self, request: admin_pb2.CreateUserRequest,
                          context: grpc.aio.ServicerContext) -> admin_pb2.CreateUserResponse:
         user, v = request.user, Violations()
-        v.id(user.id, "user.id", required=False)
-        v.id(user.org_id, "user.org_id")
-        v.text(user.display_name, "user.display_name")
+        v.org_member(user, "user")
         for i, team_id in enumerate(user.team_ids):
             v.id(team_id, f"user.team_ids[{i}]")
         v.check(len(set(user.team_ids)) == len(user.team_ids), "user.team_ids",
@@ -154,9 +150,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def CreateApp(self, request: admin_pb2.CreateAppRequest,
                         context: grpc.aio.ServicerContext) -> admin_pb2.CreateAppResponse:
         app, v = request.app, Violations()
-        v.id(app.id, "app.id", required=False)
-        v.id(app.org_id, "app.org_id")
-        v.text(app.display_name, "app.display_name")
+        v.org_member(app, "app")
         v.id(app.team_id, "app.team_id", required=False)
         v.done()
         row = await self._c.directory.create_app({

@@ -42,6 +42,12 @@ class Violations:
     def tokens(self, value: int, field: str) -> bool:
         return self.check(0 <= value <= MAX_TOKENS, field, f"must be between 0 and {MAX_TOKENS}")
 
+    def org_member(self, item, at: str) -> None:
+        """The common fields of a team, app or user being created: optional id, its org."""
+        self.id(item.id, f"{at}.id", required=False)
+        self.id(item.org_id, f"{at}.org_id")
+        self.text(item.display_name, f"{at}.display_name")
+
     def org_settings(self, org, at: str) -> None:
         """The fields of an org a caller sets (CreateOrg, Apply)."""
         self.text(org.display_name, f"{at}.display_name")

@@ -43,9 +43,9 @@ def _resolve_alias(model: str, access: list[PolicyRecord]) -> str:
     for policy in access:
         assert policy.model_access is not None
         if policy.enforced:
-            target = dict(policy.model_access.aliases).get(model)
-            if target:
-                return target
+            for alias, target in policy.model_access.aliases:
+                if alias == model:
+                    return target
     return model
 
 

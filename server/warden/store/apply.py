@@ -15,6 +15,12 @@ import asyncpg
 
 from warden.errors import WardenError, not_found
 from warden.store.base import Change, Declared, Row
+from warden.store.postgres import (
+    ADD_MEMBERSHIPS,
+    UPDATE_POLICY,
+    UPDATE_POLICY_COLUMNS,
+    insert_sql,
+)
 
 # Arbitrary but fixed, and distinct from the migration lock (store/migrate.py).
 _LOCK_KEY = 0x57415244454E_0A
@@ -29,7 +35,7 @@ _ORG_FIELDS = ("display_name", "time_zone", "currency")
 _TEAM_FIELDS = ("display_name",)
 _APP_FIELDS = ("display_name", "team_id")
 _USER_FIELDS = ("display_name", "team_ids")
-_POLICY_FIELDS = ("name", "mode", "priority", "locked", "failure_mode", "config")
+_POLICY_FIELDS = UPDATE_POLICY_COLUMNS[1:]
 # A policy whose scope or type changes is another policy: its counters belong to the old one,
 # so it is deleted and created again rather than updated.
 _POLICY_IDENTITY = ("org_id", "scope_kind", "scope_id", "policy_type")
@@ -187,15 +193,15 @@ class _Convergence:
                                   f"cannot {what}: {detail}") from None
             raise WardenError("NOT_FOUND", "NOT_FOUND", f"cannot {what}: {detail}") from None
 
+    async def _insert(self, what: str, table: str, row: Row) -> None:
+        sql, args = insert_sql(table, row)
+        await self._execute(what, sql, *args)
+
     async def _converge_orgs(self, current: Mapping[str, Row]) -> None:
         for org in self.d.orgs:
             existing = current.get(org["id"])
             if existing is None:
-                await self._execute(
-                    f"create org {org['id']!r}",
-                    "INSERT INTO orgs (id, display_name, time_zone, currency)"
-                    " VALUES ($1, $2, $3, $4)",
-                    org["id"], org["display_name"], org["time_zone"], org["currency"])
+                await self._insert(f"create org {org['id']!r}", "orgs", org)
                 self.changes.append(Change("org", org["id"], "create"))
             elif fields := _differing(_ORG_FIELDS, existing, org):
                 await self._execute(
@@ -219,9 +225,7 @@ class _Convergence:
 
     async def _write_team(self, team: Row, existing: Row | None) -> None:
         if existing is None:
-            await self._execute(f"create team {team['id']!r}",
-                                "INSERT INTO teams (id, org_id, display_name) VALUES ($1, $2, $3)",
-                                team["id"], team["org_id"], team["display_name"])
+            await self._insert(f"create team {team['id']!r}", "teams", team)
         else:
             await self._execute(f"update team {team['id']!r}",
                                 "UPDATE teams SET display_name = $2 WHERE id = $1",
@@ -229,10 +233,7 @@ class _Convergence:
 
     async def _write_app(self, app: Row, existing: Row | None) -> None:
         if existing is None:
-            await self._execute(
-                f"create app {app['id']!r}",
-                "INSERT INTO apps (id, org_id, team_id, display_name) VALUES ($1, $2, $3, $4)",
-                app["id"], app["org_id"], app["team_id"], app["display_name"])
+            await self._insert(f"create app {app['id']!r}", "apps", app)
         else:
             await self._execute(f"update app {app['id']!r}",
                                 "UPDATE apps SET team_id = $2, display_name = $3 WHERE id = $1",
@@ -241,9 +242,8 @@ class _Convergence:
     async def _write_user(self, user: Row, existing: Row | None) -> None:
         """The user and its memberships, which are part of the user in the API (team_ids)."""
         if existing is None:
-            await self._execute(f"create user {user['id']!r}",
-                                "INSERT INTO users (id, org_id, display_name) VALUES ($1, $2, $3)",
-                                user["id"], user["org_id"], user["display_name"])
+            await self._insert(f"create user {user['id']!r}", "users",
+                               {k: v for k, v in user.items() if k != "team_ids"})
         elif existing["display_name"] != user["display_name"]:
             await self._execute(f"update user {user['id']!r}",
                                 "UPDATE users SET display_name = $2 WHERE id = $1",
@@ -255,9 +255,7 @@ class _Convergence:
                                 "DELETE FROM user_teams WHERE user_id = $1"
                                 " AND team_id = ANY($2::text[])", user["id"], sorted(had - wanted))
         if wanted - had:
-            await self._execute(f"add user {user['id']!r} to teams",
-                                "INSERT INTO user_teams (org_id, user_id, team_id)"
-                                " SELECT $1, $2, unnest($3::text[])",
+            await self._execute(f"add user {user['id']!r} to teams", ADD_MEMBERSHIPS,
                                 user["org_id"], user["id"], sorted(wanted - had))
 
     async def _converge_policies(self, current: Mapping[str, Row],
@@ -269,23 +267,11 @@ class _Convergence:
                 await self._delete("policy", "policies", pid)
                 existing = None
             if existing is None:
-                await self._execute(
-                    f"create policy {pid!r}",
-                    "INSERT INTO policies (id, org_id, scope_kind, scope_id, name, policy_type,"
-                    " mode, priority, locked, failure_mode, config)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    pid, policy["org_id"], policy["scope_kind"], policy["scope_id"],
-                    policy["name"], policy["policy_type"], policy["mode"], policy["priority"],
-                    policy["locked"], policy["failure_mode"], policy["config"])
+                await self._insert(f"create policy {pid!r}", "policies", policy)
                 self.changes.append(Change("policy", pid, "create"))
             elif fields := _differing(_POLICY_FIELDS, existing, policy):
-                await self._execute(
-                    f"update policy {pid!r}",
-                    "UPDATE policies SET name = $2, mode = $3, priority = $4, locked = $5,"
-                    " failure_mode = $6, config = $7, revision = revision + 1,"
-                    " update_time = now() WHERE id = $1",
-                    pid, policy["name"], policy["mode"], policy["priority"], policy["locked"],
-                    policy["failure_mode"], policy["config"])
+                await self._execute(f"update policy {pid!r}", UPDATE_POLICY,
+                                    *(policy[c] for c in UPDATE_POLICY_COLUMNS))
                 self.changes.append(Change("policy", pid, "update", fields))
 
     async def _refuse_orphaning(self, apps: Mapping[str, Row], gone_apps: Sequence[str],

@@ -45,11 +45,21 @@ def _parent(exc: asyncpg.ForeignKeyViolationError) -> str:
     return detail.removeprefix("Key ").split(" is not present")[0] or "parent"
 
 
-def _insert(table: str, row: Row) -> tuple[str, list[Any]]:
+def insert_sql(table: str, row: Row) -> tuple[str, list[Any]]:
     columns = [c for c, v in row.items() if v is not None]
     placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) RETURNING *"
     return sql, [row[c] for c in columns]
+
+
+# Shared with store/apply.py, which writes the same rows.
+ADD_MEMBERSHIPS = ("INSERT INTO user_teams (org_id, user_id, team_id)"
+                   " SELECT $1, $2, unnest($3::text[])")
+UPDATE_POLICY_COLUMNS = ("id", "name", "mode", "priority", "locked", "failure_mode", "config")
+# Every setting replaced, the revision bumped; scope and type never change in place.
+UPDATE_POLICY = ("UPDATE policies SET name = $2, mode = $3, priority = $4, locked = $5,"
+                 " failure_mode = $6, config = $7, revision = revision + 1, update_time = now()"
+                 " WHERE id = $1")
 
 
 class PostgresDirectoryStore:
@@ -57,7 +67,7 @@ class PostgresDirectoryStore:
         self._pool = pool
 
     async def _create(self, table: str, row: Row, what: str) -> Row:
-        sql, args = _insert(table, row)
+        sql, args = insert_sql(table, row)
         async with _translated(what):
             return await self._pool.fetchrow(sql, *args)
 
@@ -86,13 +96,11 @@ class PostgresDirectoryStore:
         teams = list(user["team_ids"])
         row = {k: v for k, v in user.items() if k != "team_ids"}
         async with self._pool.acquire() as conn, conn.transaction():
-            sql, args = _insert("users", row)
+            sql, args = insert_sql("users", row)
             async with _translated(f"user {user['id']!r}"):
                 created = await conn.fetchrow(sql, *args)
             async with _translated(f"user {user['id']!r}"):
-                await conn.execute(
-                    "INSERT INTO user_teams (org_id, user_id, team_id)"
-                    " SELECT $1, $2, unnest($3::text[])", user["org_id"], user["id"], teams)
+                await conn.execute(ADD_MEMBERSHIPS, user["org_id"], user["id"], teams)
         return {**created, "team_ids": sorted(teams)}
 
     async def list_users(self, org_id: str, after: str, limit: int) -> list[Row]:
@@ -138,7 +146,7 @@ class PostgresDirectoryStore:
                 " now() + $2::interval) WHERE id = $1", key_id, grace)
             copied = {c: old[c] for c in ("org_id", "app_id", "user_id", "display_name",
                                           "allowed_models", "expire_time")}
-            sql, args = _insert("api_keys", {**copied, **new_key, "rotated_from": key_id})
+            sql, args = insert_sql("api_keys", {**copied, **new_key, "rotated_from": key_id})
             return await conn.fetchrow(sql, *args)
 
     async def set_provider_switch(self, switch: Row) -> Row:
@@ -176,7 +184,7 @@ class PostgresPolicyStore:
         org_id = await self._pool.fetchval(_SCOPE_ORG[kind], scope_id)
         if org_id is None:
             raise not_found(f"{kind} {scope_id!r}")
-        sql, args = _insert("policies", {**policy, "org_id": org_id})
+        sql, args = insert_sql("policies", {**policy, "org_id": org_id})
         async with _translated(f"policy {policy['id']!r}"):
             return await self._pool.fetchrow(sql, *args)
 
@@ -201,11 +209,8 @@ class PostgresPolicyStore:
                         f"policy {policy['id']!r} cannot change its {column} "
                         f"({old[column]!r} -> {policy[column]!r}): its counters belong to it; "
                         "create a new policy and delete this one")
-            return await conn.fetchrow(
-                "UPDATE policies SET name = $2, mode = $3, priority = $4, locked = $5,"
-                " failure_mode = $6, config = $7, revision = revision + 1, update_time = now()"
-                " WHERE id = $1 RETURNING *", policy["id"], policy["name"], policy["mode"],
-                policy["priority"], policy["locked"], policy["failure_mode"], policy["config"])
+            return await conn.fetchrow(UPDATE_POLICY + " RETURNING *",
+                                       *(policy[c] for c in UPDATE_POLICY_COLUMNS))
 
     async def delete_policy(self, policy_id: str) -> bool:
         return await self._pool.execute("DELETE FROM policies WHERE id = $1", policy_id) \
@@ -351,7 +356,7 @@ class PostgresUsageStore:
                         f"model {row['model']!r} (provider {row['provider']!r}) has no price; "
                         "set one with Admin.SetModelPrice or report cost_micros")
                 row["cost_micros"], row["cost_source"] = cost(Price(**price)), "priced"
-            sql, args = _insert("usage", {**row, "org_id": org_id})
+            sql, args = insert_sql("usage", {**row, "org_id": org_id})
             stored = await conn.fetchrow(sql.replace("RETURNING *", "ON CONFLICT DO NOTHING "
                                                      "RETURNING cost_micros"), *args)
             if stored is not None:
