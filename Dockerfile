@@ -54,7 +54,8 @@ EXPOSE 50051
 # Prometheus /metrics (plain HTTP).
 EXPOSE 9464
 
-# Exits 0 only when the server reports SERVING, so a lost database marks the container unhealthy.
+# Exits 0 only when the server reports SERVING (the data plane keeps serving while the database
+# is away; `warden health --service warden.component.database` reports the database itself).
 # The start period covers the embedded database's first initdb and migrations.
 # If you change WARDEN_LISTEN's port, override this too.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

@@ -68,8 +68,7 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 CALL_TIMEOUT = 5.0
 # Said in the output, so that nobody reads the figures as covering them.
-NOT_IN_POLICY_SET = ("budgets and token rate limits are not built yet (CreatePolicy answers "
-                     "UNIMPLEMENTED), so the policy set has none")
+NOT_IN_POLICY_SET = ("no token limit or budget here: bench/quotas.py measures those")
 # Bounds a --requests run even if the server stalls.
 MAX_MEASURE_SECONDS = 300.0
 # A short multi-turn chat, so request size and token estimation are realistic (~1 KB).
@@ -539,6 +538,12 @@ def _on_sigterm(signum, frame) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+def machine() -> dict:
+    """What every bench prints about where it ran."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "grpcio": grpc.__version__, "platform": platform.platform(terse=True)}
+
+
 def unwind_on_signals() -> None:
     """Ctrl-C and SIGTERM unwind, so the servers and the database are still cleaned up; also
     when started with SIGINT ignored (a background job of a script)."""
@@ -550,8 +555,7 @@ def main() -> None:
     args = parse_args()
     unwind_on_signals()
     context = {
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-        "grpcio": grpc.__version__, "platform": platform.platform(terse=True),
+        **machine(),
         "database_mode": "external" if args.database_url else "embedded",
         "concurrency": args.concurrency, "channels": args.channels, "warmup_s": args.warmup,
         **({"requests": args.requests} if args.requests else {"duration_s": args.duration}),

@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from authorize import (
     cache_hit_ratios,
     free_ports,
     fresh_database,
+    machine,
     percentile_ms,
     scrape_metrics,
     secrets_env,
@@ -285,8 +284,7 @@ def main() -> None:
     args = parse_args()
     unwind_on_signals()
     context = {
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-        "grpcio": grpc.__version__, "platform": platform.platform(terse=True),
+        **machine(),
         "database_mode": "external" if args.database_url else "embedded",
         "changes": args.changes, "b_cache_ttl_s": B_CACHE_TTL_SECONDS,
     }

@@ -102,7 +102,10 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 def settings_for(db_url: str, data_dir: str, **overrides: str) -> Settings:
     values = {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", "database_url": db_url,
               "data_dir": data_dir, "admin_token": ADMIN_TOKEN, "key_pepper": KEY_PEPPER,
-              "shutdown_grace_seconds": "2", "health_interval_seconds": "0.2"}
+              "shutdown_grace_seconds": "2", "health_interval_seconds": "0.2",
+              # A loaded test machine may take over a second to grant a lease: that must not
+              # turn into a fail-open admission. Outage tests stop the database instead.
+              "lease_timeout_seconds": "30"}
     values.update(overrides)
     return Settings.load(env={}, overrides=values)
 
@@ -140,3 +143,15 @@ async def _no_unhandled_loop_errors() -> AsyncIterator[None]:
     yield
     loop.set_exception_handler(None)
     assert not seen, f"unhandled exceptions in the event loop: {seen}"
+
+
+@pytest.fixture
+async def fleet(tmp_path):
+    """Sidecar processes (tests/sidecars.py), killed at the end if a test left any running."""
+    from tests.sidecars import Fleet
+
+    sidecars = Fleet(tmp_path)
+    try:
+        yield sidecars
+    finally:
+        await sidecars.close()

@@ -1,9 +1,10 @@
 """The composition root: builds every part from Settings, owns start-up and shutdown order.
 
 Start: data dir and secrets -> database (embedded or URL) -> pool -> schema -> stores ->
-gRPC server (Warden, Admin, health, reflection) -> metrics -> health watcher.
+journal (what a previous run left is applied) -> gRPC server (Warden, Admin, health,
+reflection) -> metrics -> health watcher.
 Stop (SIGTERM/SIGINT): health NOT_SERVING -> server.stop(grace) drains in-flight RPCs ->
-pool closes -> embedded Postgres stops.
+journal flushed, unspent leases given back -> pool closes -> embedded Postgres stops.
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ from warden import __version__, metrics
 from warden.api.admin_auth import AdminAuthInterceptor
 from warden.api.admin_service import AdminService
 from warden.api.decoding import DecodeErrorInterceptor
-from warden.api.errors import database_unavailable
 from warden.api.warden_service import WardenService
 from warden.cache import Cache
 from warden.components import Components
+from warden.journal import Journal
+from warden.ledger import Ledger
+from warden.quota import Quotas
 from warden.settings import Settings
 from warden.store import postgres
 from warden.store.apply import PostgresApplyStore
 from warden.store.embedded import EmbeddedPostgres
 from warden.store.lookups import PostgresChangeFeed, PostgresLookupStore
 from warden.store.migrate import check_schema, migrate
+from warden.store.postgres import database_unavailable
+from warden.store.reporting import PostgresReportingStore, prune_quota_buckets
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
 log = logging.getLogger("warden.app")
@@ -47,8 +52,10 @@ log = logging.getLogger("warden.app")
 WARDEN_SERVICE = warden_pb2.DESCRIPTOR.services_by_name["Warden"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 DATABASE_COMPONENT = "warden.component.database"
-# Health names that follow the database: the overall status "" and both services.
-_SERVING_WITH_DATABASE = ("", WARDEN_SERVICE, ADMIN_SERVICE, DATABASE_COMPONENT)
+# Health names that follow the database. The data plane ("" and Warden) keeps serving while it
+# is away: it decides from the cache, the leases it holds and each quota's failure mode, and
+# keeps decisions and usage in its journal.
+_SERVING_WITH_DATABASE = (ADMIN_SERVICE, DATABASE_COMPONENT)
 
 
 class StartupError(RuntimeError):
@@ -100,6 +107,9 @@ class App:
         self._feed_task: asyncio.Task | None = None
         self._clock_offset = timedelta(0)
         self.cache: Cache | None = None
+        self.quotas: Quotas | None = None
+        self.ledger: Ledger | None = None
+        self._background: list[asyncio.Task] = []
 
     @property
     def target(self) -> str:
@@ -123,7 +133,8 @@ class App:
             self._embedded = EmbeddedPostgres(data)
             self.database_url = await asyncio.to_thread(self._embedded.start)
         self._pool = await postgres.create_pool(
-            self.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds)
+            self.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds,
+            connect_timeout=max(s.health_interval_seconds, 2.0))
         async with self._pool.acquire() as conn:
             if s.migrate_on_start:
                 await migrate(conn)
@@ -136,17 +147,26 @@ class App:
         self._feed = PostgresChangeFeed(self.database_url, max(s.health_interval_seconds, 0.5))
         self._feed_task = asyncio.create_task(
             self._feed.run(self.cache.invalidate, self.cache.set_live))
+        self.quotas = Quotas(self._pool, s.lease_timeout_seconds)
+        self.ledger = Ledger(self._pool, Journal(data / "journal"), self.quotas,
+                             self.database_now, s.reservation_ttl_seconds,
+                             s.journal_flush_seconds, s.cache_max_entries)
+        await self.ledger.start()
+        self._background = [asyncio.create_task(self.quotas.run()),
+                            asyncio.create_task(self._prune())]
         components = Components(
             directory=postgres.PostgresDirectoryStore(self._pool),
             policies=postgres.PostgresPolicyStore(self._pool),
             prices=postgres.PostgresPriceStore(self._pool),
-            counters=postgres.PostgresCounterStore(self._pool),
-            usage=postgres.PostgresUsageStore(self._pool),
+            quotas=self.quotas,
+            ledger=self.ledger,
             audit=postgres.PostgresAuditSink(self._pool),
             apply=PostgresApplyStore(self._pool),
             cache=self.cache,
             key_pepper=pepper,
             clock=self.database_now,
+            default_max_output_tokens=s.default_max_output_tokens,
+            reporting=PostgresReportingStore(self._pool),
         )
         await self._start_grpc(components)
         if s.metrics_listen:
@@ -157,6 +177,17 @@ class App:
         self._watcher = asyncio.create_task(self._watch_database())
         log.info("warden serving", extra={"target": self.target, "metrics_port": self.metrics_port,
                                           "embedded_database": s.embedded_database})
+
+    async def _prune(self) -> None:
+        """Hourly: drop counter buckets no window or period counts any more."""
+        assert self._pool is not None
+        while True:
+            try:
+                await prune_quota_buckets(
+                    self._pool, timedelta(days=self.settings.quota_retention_days))
+            except Exception as exc:  # noqa: BLE001 - next hour
+                log.warning("pruning counter buckets failed", extra={"error": repr(exc)})
+            await asyncio.sleep(3600)
 
     def database_now(self) -> datetime:
         return datetime.now(UTC) + self._clock_offset
@@ -197,6 +228,8 @@ class App:
             os.chmod(s.subject_socket.removeprefix("unix:"), 0o600)
         self._server = server
         await server.start()
+        for name in ("", WARDEN_SERVICE):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self._set_database_health(True)
 
     async def _set_database_health(self, up: bool) -> None:
@@ -228,13 +261,20 @@ class App:
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace_seconds
         log.info("shutting down", extra={"grace_seconds": grace})
-        for task in (self._watcher, self._feed_task):
+        for task in (self._watcher, self._feed_task, *self._background):
             if task is not None:
                 task.cancel()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.ledger is not None:
+            await self.ledger.stop()
+        if self.quotas is not None:
+            try:
+                await self.quotas.release()
+            except Exception as exc:  # noqa: BLE001 - stranded until their windows end
+                log.warning("unspent leases not given back", extra={"error": repr(exc)})
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -10,6 +10,11 @@ since notifications sent while it was away are lost.
 A lookup that raced with an invalidation (the row changed while it was being read) is answered
 but not cached: each invalidation bumps a generation, and a load only stores its result if the
 generation did not move meanwhile.
+
+While the database is unreachable (so nothing can change in it, as far as this sidecar can
+tell), a lookup it fails is answered from the last value read, if any: stale-if-error, so that
+quotas can fail open. Invalidations drop those values too, and a feed that reconnects drops
+them all.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from warden import metrics
 from warden.engine import PolicyRecord, ProviderSwitch
+from warden.engine.pricing import Price
 from warden.keys import KeyRecord
 from warden.store.base import LookupStore
+from warden.store.postgres import database_unavailable
 
 Scope = tuple[str, str]
 _MISSING = object()
@@ -34,6 +41,8 @@ class _Entries:
     def __init__(self, name: str, maxsize: int, ttl: float) -> None:
         self.name = name
         self.data: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl)
+        # The last value read per key, served only while the database is unreachable.
+        self.last: LRUCache = LRUCache(maxsize=maxsize)
         self.hits = metrics.CACHE_HITS.labels(name)
         self.misses = metrics.CACHE_MISSES.labels(name)
         metrics.CACHE_ENTRIES.labels(name).set_function(lambda: len(self.data))
@@ -45,8 +54,17 @@ class _Entries:
 
     def drop(self, keys: Sequence[Hashable], how: str) -> None:
         for key in keys:
+            self.last.pop(key, None)
             if self.data.pop(key, _MISSING) is not _MISSING:
                 metrics.CACHE_INVALIDATIONS.labels(self.name, how).inc()
+
+    def stale(self, key: Hashable, exc: BaseException) -> Any:
+        """The last value of `key` if the database is away; else re-raise."""
+        value = self.last.get(key, _MISSING)
+        if value is _MISSING or not database_unavailable(exc):
+            raise exc
+        metrics.CACHE_STALE_SERVES.labels(self.name).inc()
+        return value
 
 
 class Cache:
@@ -57,13 +75,16 @@ class Cache:
         self._apps = _Entries("apps", maxsize, ttl)
         self._policies = _Entries("policies", maxsize, ttl)
         self._switches = _Entries("provider_switches", 1, ttl)
-        self._all = (self._keys, self._users, self._apps, self._policies, self._switches)
+        self._prices = _Entries("model_prices", 1, ttl)
+        self._all = (self._keys, self._users, self._apps, self._policies, self._switches,
+                     self._prices)
         self._generation = 0
         self._live = False
 
     def set_live(self, live: bool) -> None:
-        """The change feed is listening (True) or not (False); either way, start clean."""
-        self.invalidate_all()
+        """The change feed is listening (True) or not (False); either way, start clean (but
+        keep the last values while it is away: the database may be away too)."""
+        self.invalidate_all(keep_last=not live)
         self._live = live
 
     def _get(self, entries: _Entries, key: Hashable) -> Any:
@@ -72,18 +93,19 @@ class Cache:
             return _MISSING
         return entries.get(key)
 
-    def _keep(self, generation: int) -> bool:
-        """A result read since `generation` may be cached: no change landed while reading."""
-        return self._live and generation == self._generation
-
     async def _load(self, entries: _Entries, key: Hashable,
                     load: Callable[[], Awaitable[Any]]) -> Any:
         value = self._get(entries, key)
         if value is _MISSING:
             generation = self._generation
-            value = await load()
-            if self._keep(generation):
-                entries.data[key] = value
+            try:
+                value = await load()
+            except Exception as exc:  # noqa: BLE001 - stale() re-raises what it cannot serve
+                return entries.stale(key, exc)
+            if generation == self._generation:
+                entries.last[key] = value
+                if self._live:
+                    entries.data[key] = value
         return value
 
     async def api_key(self, prefix: str) -> KeyRecord | None:
@@ -101,6 +123,10 @@ class Cache:
     async def provider_switches(self) -> tuple[ProviderSwitch, ...]:
         return await self._load(self._switches, "all", self._store.provider_switches)
 
+    async def prices(self) -> dict[tuple[str, str], Price]:
+        """Every model price by (provider, model)."""
+        return await self._load(self._prices, "all", self._store.prices)
+
     async def policies(self, scopes: Sequence[Scope]) -> list[PolicyRecord]:
         """Every policy attached to any of the scopes; the missing scopes are read at once."""
         found: dict[Scope, tuple[PolicyRecord, ...]] = {}
@@ -113,9 +139,15 @@ class Cache:
                 found[scope] = value
         if missing:
             generation = self._generation
-            loaded = await self._store.policies_for(missing)
-            if self._keep(generation):
-                self._policies.data.update(loaded)
+            try:
+                loaded = await self._store.policies_for(missing)
+            except Exception as exc:  # noqa: BLE001 - stale() re-raises what it cannot serve
+                loaded = {scope: self._policies.stale(scope, exc) for scope in missing}
+            else:
+                if generation == self._generation:
+                    self._policies.last.update(loaded)
+                    if self._live:
+                        self._policies.data.update(loaded)
             found.update(loaded)
         return [p for scope in scopes for p in found[scope]]
 
@@ -137,11 +169,15 @@ class Cache:
                              if r is not None and r.user_id == row_id], "exact")
         elif table == "provider_switches":
             self._switches.drop(["all"], "exact")
+        elif table == "model_prices":
+            self._prices.drop(["all"], "exact")
         else:
             self.invalidate_all()
 
-    def invalidate_all(self, how: str = "full") -> None:
+    def invalidate_all(self, how: str = "full", keep_last: bool = False) -> None:
         self._generation += 1
         for entries in self._all:
             metrics.CACHE_INVALIDATIONS.labels(entries.name, how).inc(len(entries.data))
             entries.data.clear()
+            if not keep_last:
+                entries.last.clear()

@@ -7,15 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from warden.cache import Cache
-from warden.store.base import (
-    ApplyStore,
-    AuditSink,
-    CounterStore,
-    DirectoryStore,
-    PolicyStore,
-    PriceStore,
-    UsageStore,
-)
+from warden.ledger import Ledger
+from warden.quota import Quotas
+from warden.store.base import ApplyStore, AuditSink, DirectoryStore, PolicyStore, PriceStore
+from warden.store.reporting import ReportingStore
 
 
 @dataclass(frozen=True)
@@ -23,11 +18,14 @@ class Components:
     directory: DirectoryStore
     policies: PolicyStore
     prices: PriceStore
-    counters: CounterStore
-    usage: UsageStore
+    quotas: Quotas
+    ledger: Ledger
     audit: AuditSink
     apply: ApplyStore
     cache: Cache
     key_pepper: bytes
     # The database's clock, read locally (key expiry and rotation grace are judged by it).
     clock: Callable[[], datetime]
+    # The max_output_tokens reserved when a call names none and a quota counts output tokens.
+    default_max_output_tokens: int
+    reporting: ReportingStore

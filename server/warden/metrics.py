@@ -37,3 +37,42 @@ CHANGE_FEED_LOSSES = Counter(
     "warden_change_feed_losses_total",
     "Times the change notification connection was lost after listening.",
 )
+CACHE_STALE_SERVES = Counter(
+    "warden_cache_stale_serves_total",
+    "Lookups answered from the last value read because the database was unreachable.",
+    ["cache"],
+)
+LEASE_GRANTS = Counter(
+    "warden_lease_grants_total",
+    "Quota lease requests to the database, by result: full, partial (the quota had less left "
+    "than asked), empty, or unavailable (the database could not be reached).",
+    ["result"],
+)
+DB_ROUND_TRIPS = Counter(
+    "warden_db_round_trips_total",
+    "Database calls made by the data plane, by purpose (lease, adjust, flush, expire, settle).",
+    ["op"],
+)
+FAIL_OPEN_ADMITS = Counter(
+    "warden_fail_open_admits_total",
+    "Quota checks passed beyond the allowance held because the database was unreachable and "
+    "the policy fails open.",
+)
+RESERVATIONS_EXPIRED = Counter(
+    "warden_reservations_expired_total",
+    "Reservations settled at their reserved amount because RecordUsage never came within the "
+    "TTL (counted by the sidecar whose sweep settled them).",
+)
+JOURNAL_PENDING = Gauge(
+    "warden_journal_pending_records",
+    "Decisions and usage written to the local journal but not yet applied to the database.",
+)
+JOURNAL_FLUSH_FAILURES = Counter(
+    "warden_journal_flush_failures_total", "Journal batches the database did not take (retried)."
+)
+JOURNAL_DROPPED = Counter(
+    "warden_journal_dropped_total",
+    "Journal records the database refused for good: decisions whose request id another sidecar "
+    "had already logged (conflict) and usage naming no logged request (orphan).",
+    ["kind"],
+)

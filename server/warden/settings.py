@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from warden.engine import DEFAULT_MAX_OUTPUT_TOKENS
+
 
 class SettingsError(ValueError):
     """Raised with every problem found, one per line."""
@@ -56,6 +58,13 @@ def _non_negative_float(value: str) -> float:
     number = float(value)
     if not number >= 0:
         raise ValueError("must be a number >= 0")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a number > 0")
     return number
 
 
@@ -135,6 +144,19 @@ OPTIONS: tuple[Option, ...] = (
            "the cache"),
     Option("cache_max_entries", _positive_int, "100000",
            "entries kept per cache (keys, users, policy sets by scope)"),
+    Option("reservation_ttl_seconds", _positive_float, "600",
+           "how long an allowed call's reservation waits for RecordUsage before it is settled "
+           "at its reserved amount"),
+    Option("lease_timeout_seconds", _positive_float, "1",
+           "how long Authorize waits for a quota lease before treating the database as away "
+           "(then each limit's failure_mode decides)"),
+    Option("journal_flush_seconds", _positive_float, "1",
+           "how often decisions and usage in the local journal are applied to the database"),
+    Option("default_max_output_tokens", _positive_int, str(DEFAULT_MAX_OUTPUT_TOKENS),
+           "max_output_tokens reserved (and imposed) for a call that names none while a token "
+           "limit or budget counts output tokens"),
+    Option("quota_retention_days", _positive_float, "35",
+           "how long counter buckets are kept after no window or budget period counts them"),
 )
 
 
@@ -157,6 +179,11 @@ class Settings:
     log_level: str
     cache_ttl_seconds: float
     cache_max_entries: int
+    reservation_ttl_seconds: float
+    lease_timeout_seconds: float
+    journal_flush_seconds: float
+    default_max_output_tokens: int
+    quota_retention_days: float
 
     @property
     def embedded_database(self) -> bool:

@@ -43,7 +43,7 @@ async def test_policy_round_trip_and_delete(client):
     got = await client.admin.GetPolicy(admin_pb2.GetPolicyRequest(id="p1"), metadata=client.auth)
     assert got.policy == created
     assert got.policy.rate_limit.limit == 7 and got.policy.revision == 1
-    assert got.policy.failure_mode == types_pb2.FAILURE_MODE_FAIL_CLOSED
+    assert got.policy.failure_mode == types_pb2.FAILURE_MODE_FAIL_OPEN  # a rate limit's default
     scoped = await client.admin.ListPolicies(admin_pb2.ListPoliciesRequest(
         scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="chat")), metadata=client.auth)
     assert list(scoped.policies) == []

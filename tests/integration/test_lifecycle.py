@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import ADMIN_TOKEN, KEY_PEPPER, Client, settings_for
-from tests.helpers import authorize_request, expect_error, rate_limit, tenant
+from tests.helpers import authorize_request, expect_error, new_key, rate_limit, tenant
 from warden.app import App, StartupError, _check_pepper
 from warden.store.migrate import SchemaError, known_migrations, migrate
 from warden.v1 import types_pb2, warden_pb2
@@ -49,24 +49,33 @@ async def test_health_reflection_and_metrics(client, warden):
     assert 'warden_component_up{component="database"} 1.0' in body
 
 
-async def test_database_loss_is_unavailable_and_recovers(client, warden, db_url, server_url):
+async def test_database_loss_degrades_the_data_plane_and_recovers(client, warden, db_url,
+                                                                   server_url):
     key = await tenant(client)
+    seen = await new_key(client, "chat")
+    await client.warden.Authorize(authorize_request(seen, "warm"))  # cached from here on
     name = urlsplit(db_url).path.lstrip("/")
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE datname = $1", name)
+        # A key this sidecar never saw cannot be checked.
         error = await expect_error(client.warden.Authorize(authorize_request(key, "down")))
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE,
                                               "DATABASE_UNAVAILABLE")
         assert error.retry_seconds == 1.0
-        await _eventually(lambda: _health(client.channel), NOT_SERVING)
-        assert await _health(client.channel, "warden.component.database") == NOT_SERVING
+        # One it knows is decided from the cache, and the decision waits in the journal.
+        reply = await client.warden.Authorize(authorize_request(seen, "cached"))
+        assert reply.decision == warden_pb2.DECISION_ALLOW
+        await _eventually(lambda: _health(client.channel, "warden.component.database"),
+                          NOT_SERVING)
+        assert await _health(client.channel, "warden.v1.Admin") == NOT_SERVING
+        assert await _health(client.channel) == SERVING
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()
-    await _eventually(lambda: _health(client.channel), SERVING)
+    await _eventually(lambda: _health(client.channel, "warden.component.database"), SERVING)
     reply = await client.warden.Authorize(authorize_request(key, "back"))
     assert reply.decision == warden_pb2.DECISION_ALLOW
 
@@ -131,7 +140,9 @@ async def test_sigterm_drains_in_flight_rpcs_then_exits_cleanly(db_url, tmp_path
     env = {**os.environ, "WARDEN_DATABASE_URL": db_url, "WARDEN_LISTEN": f"unix:{tmp_path}/w.sock",
            "WARDEN_METRICS_LISTEN": "off", "WARDEN_DATA_DIR": str(tmp_path),
            "WARDEN_ADMIN_TOKEN": ADMIN_TOKEN, "WARDEN_KEY_PEPPER": KEY_PEPPER,
-           "WARDEN_SHUTDOWN_GRACE_SECONDS": "10"}
+           "WARDEN_SHUTDOWN_GRACE_SECONDS": "10",
+           # The in-flight call waits on a lock this test holds: not a database timeout.
+           "WARDEN_DB_TIMEOUT_SECONDS": "30"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "warden", "serve", env=env, stderr=asyncio.subprocess.PIPE)
     try:
@@ -140,13 +151,15 @@ async def test_sigterm_drains_in_flight_rpcs_then_exits_cleanly(db_url, tmp_path
             client = Client(channel)
             key = await tenant(client)
             await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 100, policy_id="rpm")
-            # Hold the counter row so the next Authorize is in flight while SIGTERM arrives.
             await client.warden.Authorize(authorize_request(key, "first"))
+            # A key never looked up yet, whose lookup waits while api_keys is locked: the next
+            # Authorize is in flight while SIGTERM arrives.
+            fresh = await new_key(client, "chat")
             tx = db.transaction()
             await tx.start()
-            await db.execute("SELECT * FROM rate_counters FOR UPDATE")
+            await db.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
             in_flight = asyncio.ensure_future(
-                client.warden.Authorize(authorize_request(key, "in-flight")))
+                client.warden.Authorize(authorize_request(fresh, "in-flight")))
             await asyncio.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
             # NOT_SERVING at once; soon after, server.stop() refuses new calls outright.
@@ -157,6 +170,10 @@ async def test_sigterm_drains_in_flight_rpcs_then_exits_cleanly(db_url, tmp_path
         assert await asyncio.wait_for(proc.wait(), 20) == 0
         log = (await proc.stderr.read()).decode()
         assert log.index('"shutting down"') < log.index('"stopped"')
+        # The journal was applied on the way out, and the unspent lease given back.
+        logged = await db.fetch("SELECT request_id FROM requests ORDER BY request_id")
+        assert [r["request_id"] for r in logged] == ["first", "in-flight"]
+        assert await db.fetchval("SELECT sum(granted) FROM quota_buckets") == 2
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -10,35 +10,22 @@ can then explain B answering the new one within the second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import re
-import signal
-import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import ADMIN_TOKEN, KEY_PEPPER, Client
 from tests.helpers import rich_error
+from tests.sidecars import Sidecar, sample
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 # What the policies issue promises: a change is enforced by every sidecar within a second.
 PROPAGATION_SECONDS = 1.0
 POLL_SECONDS = 0.02
-# Process start-up (imports, pool, schema check) on a loaded 2-core machine.
-START_SECONDS = 60.0
-STOP_SECONDS = 15.0
 # Losing the feed connection is noticed at once (or by the next liveness query, every
 # WARDEN_HEALTH_INTERVAL_SECONDS) and retried with backoff: generous, it is not the promise.
 RECONNECT_SECONDS = 15.0
@@ -47,108 +34,17 @@ ALLOW = "DECISION_ALLOW"
 DENY = "DECISION_DENY"
 
 
-@dataclass
-class Sidecar:
-    name: str
-    proc: asyncio.subprocess.Process
-    target: str
-    log_path: Path
-    client: Client | None = None
-    metrics_port: int = 0
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.read().decode()
-
-
-def _sample(body: str, name: str, **labels: str) -> float:
-    """One sample of a Prometheus text exposition (0 when absent: counters start unexported)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = "^" + re.escape(name + (f"{{{wanted}}}" if wanted else "")) + r" (\S+)$"
-    match = re.search(pattern, body, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-async def _scrape(sidecar: Sidecar) -> str:
-    return await asyncio.to_thread(sidecar.metrics)
-
-
-async def _stop(sidecar: Sidecar) -> None:
-    proc = sidecar.proc
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_SECONDS)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-async def _spawn(name: str, db_url: str, tmp_path: Path, stack: contextlib.AsyncExitStack,
-                 **env_overrides: str) -> Sidecar:
-    data_dir = tmp_path / name
-    data_dir.mkdir()
-    target = f"unix:{tmp_path}/{name}.sock"
-    env = {**os.environ, "WARDEN_DATABASE_URL": db_url, "WARDEN_MIGRATE": "false",
-           "WARDEN_LISTEN": target,
-           # Port 0: the kernel picks; the "warden serving" log line says which.
-           "WARDEN_METRICS_LISTEN": "127.0.0.1:0", "WARDEN_DATA_DIR": str(data_dir),
-           "WARDEN_ADMIN_TOKEN": ADMIN_TOKEN, "WARDEN_KEY_PEPPER": KEY_PEPPER,
-           "WARDEN_SHUTDOWN_GRACE_SECONDS": "2", **env_overrides}
-    log_path = tmp_path / f"{name}.log"
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "warden", "serve", env=env, stdout=log_fd,
-            stderr=asyncio.subprocess.STDOUT)
-    finally:
-        os.close(log_fd)
-    sidecar = Sidecar(name, proc, target, log_path)
-    stack.push_async_callback(_stop, sidecar)
-    return sidecar
-
-
-async def _until_serving(sidecar: Sidecar, stack: contextlib.AsyncExitStack) -> None:
-    channel = await stack.enter_async_context(grpc.aio.insecure_channel(sidecar.target))
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        if sidecar.proc.returncode is not None:
-            pytest.fail(f"sidecar {sidecar.name} exited ({sidecar.proc.returncode}):\n"
-                        f"{sidecar.log_tail()}")
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-        if time.monotonic() > deadline:
-            pytest.fail(f"sidecar {sidecar.name} not SERVING after {START_SECONDS:.0f} s:\n"
-                        f"{sidecar.log_tail()}")
-        await asyncio.sleep(0.1)
-    for line in sidecar.log_path.read_text().splitlines():
-        if line.startswith("{") and json.loads(line).get("message") == "warden serving":
-            sidecar.metrics_port = json.loads(line)["metrics_port"]
-    assert sidecar.metrics_port, f"no metrics port in the log of {sidecar.name}"
-    sidecar.client = Client(channel)
-
-
 @pytest.fixture
-async def sidecars(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar]]:
-    """A and B on the test's database; both are stopped however the test ends."""
-    async with contextlib.AsyncExitStack() as stack:
-        # Started together, as a deployment's replicas are (both record the key pepper's
-        # fingerprint on this fresh database at once).
-        a = await _spawn("a", db_url, tmp_path, stack)
-        # Ten minutes: a TTL expiry cannot pass for propagation within a test.
-        b = await _spawn("b", db_url, tmp_path, stack, WARDEN_CACHE_TTL_SECONDS="600")
-        await asyncio.gather(_until_serving(a, stack), _until_serving(b, stack))
-        yield a, b
+async def sidecars(db_url: str, fleet) -> tuple[Sidecar, Sidecar]:
+    """A and B on the test's database, each with a metrics port; started together, as a
+    deployment's replicas are (both record the key pepper's fingerprint on this fresh database
+    at once). B's cache TTL is ten minutes: a TTL expiry cannot pass for propagation."""
+    a, b = await asyncio.gather(
+        fleet.start("a", db_url, WARDEN_METRICS_LISTEN="127.0.0.1:0"),
+        fleet.start("b", db_url, WARDEN_METRICS_LISTEN="127.0.0.1:0",
+                    WARDEN_CACHE_TTL_SECONDS="600"))
+    assert a.metrics_port and b.metrics_port
+    return a, b
 
 
 # --- the tenant and what B answers ---------------------------------------------------------
@@ -211,12 +107,12 @@ async def _answers_from_cache(b: Sidecar, key: str, expected: tuple, **request) 
     """B gives the old answer, and gives it from its cache: without that, B answering the new
     one later would prove nothing about propagation."""
     assert await _answer(b, key, **request) == expected  # loads whatever was not cached
-    before = await _scrape(b)
+    before = await b.scrape()
     assert await _answer(b, key, **request) == expected
-    after = await _scrape(b)
+    after = await b.scrape()
     for cache in ("api_keys", "policies", "provider_switches"):
-        hits = [_sample(body, "warden_cache_hits_total", cache=cache) for body in (before, after)]
-        misses = [_sample(body, "warden_cache_misses_total", cache=cache)
+        hits = [sample(body, "warden_cache_hits_total", cache=cache) for body in (before, after)]
+        misses = [sample(body, "warden_cache_misses_total", cache=cache)
                   for body in (before, after)]
         assert hits[1] > hits[0] and misses[1] == misses[0], \
             f"B did not answer from its {cache} cache: hits {hits}, misses {misses}"
@@ -301,7 +197,7 @@ async def test_changes_still_propagate_after_the_connections_are_killed(sidecars
     a, b = sidecars
     tenant = await _tenant(a)
     await _answers_from_cache(b, tenant.key, _allowed())
-    before = await _scrape(b)
+    before = await b.scrape()
     database = urlsplit(db_url).path.lstrip("/")
     conn = await asyncpg.connect(server_url)
     try:
@@ -320,17 +216,17 @@ async def test_changes_still_propagate_after_the_connections_are_killed(sidecars
     # The feed is back when it counted the loss and reports itself up again.
     deadline = time.monotonic() + RECONNECT_SECONDS
     while True:
-        body = await _scrape(b)
-        reconnects = [_sample(x, "warden_change_feed_losses_total") for x in (before, body)]
+        body = await b.scrape()
+        reconnects = [sample(x, "warden_change_feed_losses_total") for x in (before, body)]
         if reconnects[1] > reconnects[0] and \
-                _sample(body, "warden_component_up", component="change_feed") == 1:
+                sample(body, "warden_component_up", component="change_feed") == 1:
             break
         assert time.monotonic() < deadline, \
             f"B's change feed not back after {RECONNECT_SECONDS:.0f} s:\n{b.log_tail()}"
         await asyncio.sleep(0.1)
     # Notifications sent while the feed was away are lost: B must have dropped everything.
-    assert _sample(body, "warden_cache_invalidations_total", cache="api_keys", how="full") > \
-        _sample(before, "warden_cache_invalidations_total", cache="api_keys", how="full")
+    assert sample(body, "warden_cache_invalidations_total", cache="api_keys", how="full") > \
+        sample(before, "warden_cache_invalidations_total", cache="api_keys", how="full")
 
     # The pools reconnect too: B answers at once, from a re-warmed cache ...
     await _answers_from_cache(b, tenant.key, _allowed())

@@ -1,5 +1,6 @@
-"""The vertical slice end to end: Admin creates a tenant, Authorize authenticates and counts in
-Postgres, RecordUsage stores what was consumed, Audit stores events."""
+"""The vertical slice end to end: Admin creates a tenant, Authorize authenticates and takes from
+quota leases, RecordUsage stores what was consumed, Audit stores events. Decisions and usage
+reach Postgres through the sidecar's journal: tests flush it before reading the tables."""
 
 import asyncio
 import json
@@ -12,7 +13,7 @@ from tests.helpers import authorize_request, expect_error, new_key, rate_limit, 
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 
-async def test_authorize_allows_and_logs_the_decision(client, db):
+async def test_authorize_allows_and_logs_the_decision(client, db, warden):
     key = await tenant(client)
     reply = await client.warden.Authorize(authorize_request(
         key, "req-1", provider="openai", max_output_tokens=300, user_id="u1"))
@@ -20,6 +21,8 @@ async def test_authorize_allows_and_logs_the_decision(client, db):
     assert reply.reason == types_pb2.REASON_ALLOWED
     assert (reply.identity.org_id, reply.identity.app_id) == ("acme", "chat")
     assert reply.route.model == "gpt-4o-mini" and reply.route.max_output_tokens == 300
+    assert reply.reservation_id
+    await warden.ledger.flush()
     row = await db.fetchrow("SELECT * FROM requests WHERE request_id = 'req-1'")
     assert (row["org_id"], row["decision"], row["user_id"], row["provider"]) == \
         ("acme", "allow", "u1", "openai")
@@ -31,11 +34,14 @@ async def test_api_key_is_stored_only_as_a_keyed_hash(client, db):
     key = await tenant(client)
     stored = await db.fetch("SELECT * FROM api_keys")
     assert len(stored) == 1
-    assert all(key not in str(v) and key.split("_")[2] not in str(v) for v in stored[0].values())
+    # wk_<12 hex prefix>_<secret>; the secret is base64url, so it may itself hold "_".
+    secret = key[len("wk_") + 12 + 1:]
+    assert len(secret) == 43
+    assert all(key not in str(v) and secret not in str(v) for v in stored[0].values())
     assert len(stored[0]["hash"]) == 32
 
 
-async def test_request_rate_limit_counts_in_postgres_and_denies_with_retry(client, db):
+async def test_request_rate_limit_counts_in_postgres_and_denies_with_retry(client, db, warden):
     key = await tenant(client)
     policy = await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 3, policy_id="chat-rpm")
     replies = [await client.warden.Authorize(authorize_request(key, f"r{i}")) for i in range(4)]
@@ -44,11 +50,14 @@ async def test_request_rate_limit_counts_in_postgres_and_denies_with_retry(clien
     assert [r.limits[0].remaining for r in replies] == [2, 1, 0, 0]
     denied = replies[3]
     assert denied.reason == types_pb2.REASON_RATE_LIMITED
-    assert 0 < denied.retry_after.ToTimedelta().total_seconds() <= 60
+    # A window frees its oldest bucket (1/120 of it) whole, at most one window and bucket on.
+    assert 0 < denied.retry_after.ToTimedelta().total_seconds() <= 60.5
     [result] = denied.results
     assert (result.policy_id, result.allowed, result.scope.id) == (policy.id, False, "chat")
     assert "3 requests per minute" in result.message
-    assert await db.fetchval("SELECT sum(count) FROM rate_counters") == 3
+    assert not denied.reservation_id
+    await warden.ledger.flush()
+    assert await db.fetchval("SELECT sum(granted) FROM quota_buckets") == 3
     assert await db.fetchval("SELECT count(*) FROM requests WHERE decision = 'deny'") == 1
 
 
@@ -60,10 +69,13 @@ async def test_all_limits_must_pass_and_a_denial_counts_nothing(client, db):
     second = await client.warden.Authorize(authorize_request(key, "b"))
     assert (first.decision, second.decision) == (warden_pb2.DECISION_ALLOW,
                                                   warden_pb2.DECISION_DENY)
-    counts = dict(await db.fetch("SELECT policy_id, count FROM rate_counters"))
-    assert counts == {"org-rpm": 1, "app-rpm": 1}
     assert {r.policy_id: r.allowed for r in second.results} == {"org-rpm": True,
                                                                 "app-rpm": False}
+    # The org limit passed but took nothing: its remaining allowance did not move.
+    remaining = [{s.policy_id: s.remaining for s in r.limits} for r in (first, second)]
+    assert remaining[0]["org-rpm"] == remaining[1]["org-rpm"] == 99
+    third = await client.warden.Authorize(authorize_request(key, "c"))
+    assert third.decision == warden_pb2.DECISION_DENY
 
 
 async def test_dry_run_limit_reports_but_never_denies(client):
@@ -76,14 +88,16 @@ async def test_dry_run_limit_reports_but_never_denies(client):
     assert replies[1].results[0].mode == types_pb2.POLICY_MODE_DRY_RUN
 
 
-async def test_concurrent_authorize_never_exceeds_the_limit(client, db):
+async def test_concurrent_authorize_never_exceeds_the_limit(client, db, warden):
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 20)
     replies = await asyncio.gather(*(client.warden.Authorize(authorize_request(key, f"c{i}"))
                                      for i in range(60)))
     allowed = sum(r.decision == warden_pb2.DECISION_ALLOW for r in replies)
     assert allowed == 20
-    assert await db.fetchval("SELECT sum(count) FROM rate_counters") == 20
+    await warden.ledger.flush()
+    assert await db.fetchval("SELECT sum(granted) FROM quota_buckets") == 20
+    assert await db.fetchval("SELECT count(*) FROM requests WHERE decision = 'allow'") == 20
 
 
 async def test_key_allowed_models(client):
@@ -96,13 +110,16 @@ async def test_key_allowed_models(client):
                                         types_pb2.REASON_MODEL_NOT_ALLOWED)
 
 
-async def test_reused_request_id_is_refused_and_counts_nothing(client, db):
+async def test_reused_request_id_is_refused_and_counts_nothing(client, db, warden):
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 10)
     await client.warden.Authorize(authorize_request(key, "same"))
     error = await expect_error(client.warden.Authorize(authorize_request(key, "same")))
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
-    assert await db.fetchval("SELECT sum(count) FROM rate_counters") == 1
+    other = await client.warden.Authorize(authorize_request(key, "other"))
+    assert other.limits[0].remaining == 8
+    await warden.ledger.flush()
+    assert await db.fetchval("SELECT count(*) FROM requests") == 2
 
 
 async def test_revoked_and_expired_keys_are_unauthenticated(client):
@@ -141,7 +158,7 @@ def _usage(key, request_id, **fields):
                                          outcome=warden_pb2.OUTCOME_COMPLETED, **fields)
 
 
-async def test_record_usage_prices_stores_once_and_detects_conflicts(client, db):
+async def test_record_usage_prices_stores_once_and_detects_conflicts(client, db, warden):
     key = await tenant(client)
     await _set_price(client)
     await client.warden.Authorize(authorize_request(key, "u1"))
@@ -153,12 +170,14 @@ async def test_record_usage_prices_stores_once_and_detects_conflicts(client, db)
     error = await expect_error(client.warden.RecordUsage(_usage(
         key, "u1", usage=types_pb2.Usage(input_tokens=1, output_tokens=1))))
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USAGE_CONFLICT")
+    await warden.ledger.flush()
     row = await db.fetchrow("SELECT * FROM usage")
     assert (row["input_tokens"], row["output_tokens"], row["cost_micros"],
             row["cost_source"], row["model"]) == (1000, 500, 435, "priced", "gpt-4o-mini")
 
 
-async def test_record_usage_reported_cost_unpriced_model_and_unknown_request(client, db):
+async def test_record_usage_reported_cost_unpriced_model_and_unknown_request(client, db,
+                                                                            warden):
     key = await tenant(client)
     await client.warden.Authorize(authorize_request(key, "r1", model="mystery"))
     error = await expect_error(client.warden.RecordUsage(_usage(key, "r1")))
@@ -169,6 +188,7 @@ async def test_record_usage_reported_cost_unpriced_model_and_unknown_request(cli
     assert reply.cost_micros == 1234
     error = await expect_error(client.warden.RecordUsage(_usage(key, "never-authorized")))
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
+    await warden.ledger.flush()
     assert await db.fetchval("SELECT count(*) FROM usage") == 1
 
 

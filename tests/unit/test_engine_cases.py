@@ -1,6 +1,6 @@
 """Decision cases as data: each file in cases/ holds an identity (with its teams), a request,
-policies as stored rows (config in proto3 JSON), provider switches, what the counter store
-admits, and the expected decision with its explanation and route."""
+policies as stored rows (config in proto3 JSON), provider switches, model prices, how much of
+each quota is already used, and the expected decision with its explanation and route."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from warden import engine
-from warden.engine import AuthorizeInput, Identity, LimitOutcome, ProviderSwitch, policy_from_row
+from warden.engine import (
+    AuthorizeInput,
+    Identity,
+    ProviderSwitch,
+    QuotaOutcome,
+    policy_from_row,
+)
+from warden.engine.pricing import Price
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
 NOW = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
@@ -22,18 +29,28 @@ def test_case(path: Path) -> None:
                            for k, v in case["identity"].items()})
     policies = [policy_from_row({"mode": "enforce", **p}) for p in case.get("policies", [])]
     switches = [ProviderSwitch(**s) for s in case.get("switches", [])]
-    plan = engine.plan(identity, AuthorizeInput(**case["request"]), policies, switches)
+    prices = {(p["provider"], p["model"]): Price(p["input"], p["output"], p["input"])
+              for p in case.get("prices", [])}
     expect = case["expect"]
+    try:
+        plan = engine.plan(identity, AuthorizeInput(**case["request"]), policies, switches,
+                           prices)
+    except engine.Unpriced as exc:
+        assert expect.get("unpriced") == exc.policy_id
+        return
     assert [c.policy.id for c in plan.checks] == expect.get("checked", [])
 
-    used = case.get("used", {})
-    outcomes = []
-    for check in plan.checks:
-        count, limit = used.get(check.policy.id, 0), check.policy.rate_limit.limit
-        admitted = count + check.amount <= limit
-        outcomes.append(LimitOutcome(check, admitted, count + check.amount if admitted else count,
-                                     NOW, NOW + timedelta(seconds=30)))
-    decision = engine.decide(plan, outcomes)
+    # What each quota has left, as the quota layer would see it; then take all or nothing.
+    rooms = [c.policy.limit - case.get("used", {}).get(c.policy.id, 0) for c in plan.checks]
+    want = plan.route.max_output_tokens if plan.route else 0
+    got = engine.fit(plan.checks, rooms, want, plan.min_output_tokens)
+    allowed = all(ok for c, ok in zip(plan.checks, got.fits, strict=True) if c.policy.enforced)
+    outcomes = [QuotaOutcome(c, ok, c.demand.amount(got.max_output) if allowed and ok else 0,
+                             room - (c.demand.amount(got.max_output) if allowed and ok else 0),
+                             NOW, NOW + timedelta(seconds=30), binding=bound)
+                for c, room, ok, bound in zip(plan.checks, rooms, got.fits, got.binding,
+                                              strict=True)]
+    decision = engine.decide(plan, outcomes, got.max_output if plan.route else None)
 
     assert decision.allowed == expect["allowed"]
     assert decision.reason.value == expect["reason"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from warden.api import convert
+from warden.api import convert, reporting
 from warden.api.apply import handle_apply
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.policies import policy_row, validate_policy
@@ -331,6 +331,77 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         rows = await self._c.directory.list_provider_switches(request.org_id)
         return admin_pb2.ListProviderSwitchesResponse(
             switches=[convert.switch_to_proto(r) for r in rows])
+
+    async def _org_of(self, kind: str, scope_id: str, org_id: str = "") -> Mapping[str, Any]:
+        """The org of a scope (which must be `org_id` when given), or NOT_FOUND."""
+        org = await self._c.reporting.scope_org(kind, scope_id)
+        if org is None or org_id not in ("", org["id"]):
+            where = f" in org {org_id!r}" if org_id and kind != "org" else ""
+            raise not_found(f"{kind} {scope_id!r}{where}")
+        return org
+
+    @rpc
+    async def GetUsage(self, request: admin_pb2.GetUsageRequest,
+                       context: grpc.aio.ServicerContext) -> admin_pb2.GetUsageResponse:
+        store, v = self._c.reporting, Violations()
+        scope = reporting.scope(v, request, required=True)
+        start, end = reporting.time_range(v, request, self._c.clock())
+        v.done()
+        assert scope is not None
+        org = await self._org_of(*scope)
+        totals = await store.usage(org["id"], scope, start, end)
+        return reporting.usage_to_proto(totals, await store.quotas(scope))
+
+    @rpc
+    async def GetBudgetSummary(
+        self, request: admin_pb2.GetBudgetSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetBudgetSummaryResponse:
+        store, v = self._c.reporting, Violations()
+        v.id(request.org_id, "org_id")
+        scope = reporting.scope(v, request, required=False)
+        v.done()
+        org = await self._org_of("org", request.org_id)
+        if scope is not None:
+            await self._org_of(*scope, org_id=request.org_id)
+        rows = await store.budgets(request.org_id, scope)
+        return admin_pb2.GetBudgetSummaryResponse(
+            budgets=[reporting.budget_to_proto(r) for r in rows], currency=org["currency"],
+            time_zone=org["time_zone"])
+
+    @rpc
+    async def ListTopSpenders(
+        self, request: admin_pb2.ListTopSpendersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTopSpendersResponse:
+        store, v = self._c.reporting, Violations()
+        v.id(request.org_id, "org_id")
+        start, end = reporting.time_range(v, request, self._c.clock())
+        v.check(request.group_by in reporting.GROUP_BY, "group_by",
+                "must be one of " + ", ".join(admin_pb2.SpendGroupBy.Name(g)
+                                              for g in reporting.GROUP_BY))
+        limit = reporting.spenders_limit(v, request.limit)
+        v.done()
+        await self._org_of("org", request.org_id)
+        rows = await store.top_spenders(request.org_id, reporting.GROUP_BY[request.group_by],
+                                        start, end, limit)
+        return admin_pb2.ListTopSpendersResponse(
+            spenders=[reporting.spender_to_proto(r) for r in rows])
+
+    @rpc
+    async def GetRequestMetrics(
+        self, request: admin_pb2.GetRequestMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetRequestMetricsResponse:
+        store, v = self._c.reporting, Violations()
+        v.id(request.org_id, "org_id")
+        v.id(request.app_id, "app_id", required=False)
+        reporting.model_filter(v, request.model)
+        start, end = reporting.time_range(v, request, self._c.clock())
+        v.done()
+        await self._org_of("org", request.org_id)
+        if request.app_id:
+            await self._org_of("app", request.app_id, org_id=request.org_id)
+        row = await store.request_metrics(request.org_id, request.app_id, request.model,
+                                          start, end)
+        return reporting.metrics_to_proto(row)
 
     @_flushes_cache
     @rpc

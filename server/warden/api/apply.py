@@ -13,10 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from warden.api.policies import check_policy, policy_row, refuse_unbuilt
+from warden.api.policies import check_policy, policy_row
 from warden.api.validate import Violations
 from warden.components import Components
-from warden.errors import WardenError
 from warden.store.base import Declared
 from warden.v1 import admin_pb2, types_pb2
 
@@ -137,13 +136,6 @@ async def handle_apply(components: Components, request: admin_pb2.ApplyRequest
     teams, apps, users = _check_directory(v, request, orgs)
     _check_policies(v, request, {"orgs": orgs, "teams": teams, "apps": apps, "users": users})
     v.done()
-    for i, policy in enumerate(request.policies):
-        try:
-            refuse_unbuilt(policy)
-        except WardenError as exc:
-            # The bare refusal does not say which of possibly hundreds of policies it is about.
-            raise WardenError(exc.code, exc.reason,
-                              f"policies[{i}] ({policy.id!r}): {exc.message}") from None
     changes = await components.apply.apply(_declared(request), request.dry_run)
     # Admin changes leave no other trace, so the log keeps which orgs were converged and how.
     log.info("apply", extra={"orgs": [o.id for o in request.orgs], "dry_run": request.dry_run,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
-from warden.engine import AuthorizeInput, Decision, Identity, LimitOutcome, PolicyResult
+from warden.engine import AuthorizeInput, Decision, Identity, PolicyResult, QuotaOutcome
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 Row = Mapping[str, Any]
@@ -24,16 +24,26 @@ OUTCOMES = {warden_pb2.OUTCOME_COMPLETED: "completed", warden_pb2.OUTCOME_FAILED
             warden_pb2.OUTCOME_CANCELLED: "cancelled"}
 
 
+# Enum values by name without prefix, looked up once (Authorize builds several per answer).
+REASONS = {n.removeprefix("REASON_"): v for n, v in types_pb2.Reason.items()}
+METRICS = {n.removeprefix("METRIC_"): v for n, v in types_pb2.Metric.items()}
+
+
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """An aware datetime as a Timestamp (direct arithmetic: FromDatetime costs more)."""
     if value is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    micros = (value - _EPOCH) // _MICROSECOND
+    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000,
+                                   nanos=micros % 1_000_000 * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def reason(name: str) -> int:
-    return types_pb2.Reason.Value("REASON_" + name)
+    return REASONS[name]
 
 
 def scope(kind: str, scope_id: str) -> types_pb2.Scope:
@@ -111,7 +121,8 @@ def authorize_input(request: warden_pb2.AuthorizeRequest) -> AuthorizeInput:
     return AuthorizeInput(request_id=request.request_id, model=request.model,
                           provider=request.provider, input_tokens=estimate_tokens(request),
                           max_output_tokens=request.max_output_tokens,
-                          user_id=request.user_id)
+                          user_id=request.user_id,
+                          min_output_tokens=request.min_output_tokens)
 
 
 def _policy_result(result: PolicyResult) -> warden_pb2.PolicyResult:
@@ -121,22 +132,21 @@ def _policy_result(result: PolicyResult) -> warden_pb2.PolicyResult:
         reason=reason(result.reason.value), message=result.message)
 
 
-def _limit_status(outcome: LimitOutcome) -> warden_pb2.LimitStatus:
+def _limit_status(outcome: QuotaOutcome) -> warden_pb2.LimitStatus:
     policy = outcome.check.policy
-    assert policy.rate_limit is not None
     return warden_pb2.LimitStatus(
         policy_id=policy.id, scope=scope(policy.scope_kind, policy.scope_id),
-        metric=types_pb2.Metric.Value("METRIC_" + policy.rate_limit.metric),
-        limit=policy.rate_limit.limit, remaining=max(policy.rate_limit.limit - outcome.used, 0),
+        metric=METRICS[policy.metric], limit=policy.limit,
+        remaining=min(max(outcome.remaining, 0), policy.limit)
+        if outcome.remaining is not None else 0,
         reset_time=timestamp(outcome.reset_time))
 
 
 def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
     if value is None:
         return None
-    duration = duration_pb2.Duration()
-    duration.FromTimedelta(max(value, timedelta(0)))
-    return duration
+    micros = max(value, timedelta(0)) // _MICROSECOND
+    return duration_pb2.Duration(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
 
 
 def decision_to_proto(decision: Decision, identity: Identity) -> warden_pb2.AuthorizeResponse:

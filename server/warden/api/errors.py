@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -18,22 +17,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from warden import metrics
 from warden.api.decoding import Malformed
 from warden.errors import WardenError, unimplemented
+from warden.store.postgres import database_unavailable
 
 log = logging.getLogger("warden.api")
 
 DOMAIN = "warden.v1"
-# Errors that mean "the database is away", not "this request is wrong": lost or refused
-# connections (SQLSTATE classes 08, 53, 57), client-side connection state, and timeouts.
-_DATABASE_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InsufficientResourcesError,
-                    asyncpg.OperatorInterventionError, asyncpg.InterfaceError,
-                    asyncpg.InternalClientError, OSError, TimeoutError)
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    # A database closed to connections answers 55000 at connect time.
-    return isinstance(exc, _DATABASE_ERRORS) or (
-        isinstance(exc, asyncpg.ObjectNotInPrerequisiteStateError)
-        and "not currently accepting connections" in str(exc))
 
 
 def _pack(message: Any) -> any_pb2.Any:

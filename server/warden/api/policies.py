@@ -1,8 +1,7 @@
 """Policy checks and the policy's row form, shared by CreatePolicy, UpdatePolicy and Apply.
 
 A policy is refused with every problem named (INVALID_ARGUMENT, one violation per field) before
-anything is stored. A valid policy the engine cannot enforce yet is refused with UNIMPLEMENTED
-rather than stored and silently ignored.
+anything is stored.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from typing import Any
 
 from warden.api import convert
 from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
-from warden.errors import WardenError, unimplemented
 from warden.v1 import types_pb2
 
 MAX_LIST = 1000
@@ -55,7 +53,9 @@ _NO_REDACT = (types_pb2.GUARDRAIL_ACTION_LOG, types_pb2.GUARDRAIL_ACTION_BLOCK)
 def _check_config(v: Violations, policy: types_pb2.Policy, kind: str, at: str) -> None:
     if kind == "rate_limit":
         c = policy.rate_limit
-        v.check(c.metric != types_pb2.METRIC_UNSPECIFIED, f"{at}.metric", "is required")
+        v.check(c.metric in (types_pb2.METRIC_REQUESTS, types_pb2.METRIC_INPUT_TOKENS,
+                             types_pb2.METRIC_OUTPUT_TOKENS, types_pb2.METRIC_TOTAL_TOKENS),
+                f"{at}.metric", "must be METRIC_REQUESTS or a token metric (budgets count money)")
         v.check(c.window != types_pb2.WINDOW_UNSPECIFIED, f"{at}.window", "is required")
         v.check(0 < c.limit <= MAX_LIMIT, f"{at}.limit", f"must be between 1 and {MAX_LIMIT}")
         _selector(v, c.selector, f"{at}.selector")
@@ -68,6 +68,9 @@ def _check_config(v: Violations, policy: types_pb2.Policy, kind: str, at: str) -
                 f"{at}.max_request_cost_micros", "must be between 0 and limit_micros")
         v.check(0 <= c.alert_threshold_percent <= 100, f"{at}.alert_threshold_percent",
                 "must be between 0 and 100")
+        for name in ("default_input_micros_per_million", "default_output_micros_per_million"):
+            v.check(0 <= getattr(c, name) <= MAX_MICROS, f"{at}.{name}",
+                    f"must be between 0 and {MAX_MICROS}")
         _selector(v, c.selector, f"{at}.selector")
     elif kind == "model_access":
         c = policy.model_access
@@ -134,6 +137,8 @@ def check_policy(v: Violations, policy: types_pb2.Policy, at: str = "policy",
             f"must be between 0 and {MAX_PRIORITY}")
     v.check(policy.mode in (types_pb2.POLICY_MODE_UNSPECIFIED, types_pb2.POLICY_MODE_ENFORCE,
                             types_pb2.POLICY_MODE_DRY_RUN), f"{at}.mode", "unknown mode")
+    v.check(policy.failure_mode in types_pb2.FailureMode.values(), f"{at}.failure_mode",
+            "unknown failure mode")
     kind = policy.WhichOneof("config")
     if v.check(kind is not None, f"{at}.config", "one of the config fields is required"):
         _check_config(v, policy, kind, f"{at}.{kind}")
@@ -142,23 +147,19 @@ def check_policy(v: Violations, policy: types_pb2.Policy, at: str = "policy",
                 "policies already bind every child scope")
 
 
-def refuse_unbuilt(policy: types_pb2.Policy) -> None:
-    """UNIMPLEMENTED for a valid policy whose enforcement is not built yet (see README)."""
-    kind = policy.WhichOneof("config")
-    if kind == "budget":
-        raise unimplemented("budget policies (reservations and settlement come first)")
-    if kind == "rate_limit" and policy.rate_limit.metric != types_pb2.METRIC_REQUESTS:
-        raise unimplemented("token rate limits (reservations and settlement come first)")
-    if policy.failure_mode == types_pb2.FAILURE_MODE_FAIL_OPEN:
-        raise WardenError("UNIMPLEMENTED", "NOT_IMPLEMENTED",
-                          "fail_open is not implemented yet: every policy fails closed")
-
-
 def validate_policy(policy: types_pb2.Policy, require_id: bool = False) -> None:
     v = Violations()
     check_policy(v, policy, require_id=require_id)
     v.done()
-    refuse_unbuilt(policy)
+
+
+def failure_mode(policy: types_pb2.Policy) -> str:
+    """The stored failure mode: as given, else fail_open for rate limits and fail_closed for
+    everything else (budgets never overspend by default)."""
+    if policy.failure_mode == types_pb2.FAILURE_MODE_UNSPECIFIED:
+        return "fail_open" if policy.WhichOneof("config") == "rate_limit" else "fail_closed"
+    return "fail_open" if policy.failure_mode == types_pb2.FAILURE_MODE_FAIL_OPEN \
+        else "fail_closed"
 
 
 def policy_row(policy: types_pb2.Policy) -> dict[str, Any]:
@@ -169,5 +170,5 @@ def policy_row(policy: types_pb2.Policy) -> dict[str, Any]:
         "name": policy.name, "policy_type": kind,
         "mode": "dry_run" if policy.mode == types_pb2.POLICY_MODE_DRY_RUN else "enforce",
         "priority": policy.priority, "locked": policy.locked,
-        "failure_mode": "fail_closed", "config": config,
+        "failure_mode": failure_mode(policy), "config": config,
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import zoneinfo
 
 from warden.errors import invalid
 
@@ -11,6 +13,11 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TOKENS = 100_000_000
 MAX_TEXT = 200
 MAX_PAGE = 1000
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 class Violations:
@@ -51,8 +58,8 @@ class Violations:
     def org_settings(self, org, at: str) -> None:
         """The fields of an org a caller sets (CreateOrg, Apply)."""
         self.text(org.display_name, f"{at}.display_name")
-        self.check(org.time_zone in ("", "UTC"), f"{at}.time_zone",
-                   "only UTC is supported until calendar budgets land")
+        self.check(org.time_zone in ("", "UTC") or org.time_zone in _time_zones(),
+                   f"{at}.time_zone", "must be an IANA time zone such as Europe/Paris")
         self.check(org.currency == "" or (len(org.currency) == 3 and org.currency.isupper()),
                    f"{at}.currency", "must be an ISO 4217 code such as USD")
 

@@ -13,11 +13,12 @@ from warden import engine, metrics
 from warden.api import convert
 from warden.api.decoding import Malformed
 from warden.api.errors import fill_unimplemented, rpc
-from warden.api.validate import Violations
+from warden.api.validate import MAX_TOKENS, Violations
 from warden.components import Components
-from warden.engine.pricing import cost_micros
+from warden.engine.pricing import cost_micros, find_price
 from warden.errors import WardenError, not_found
 from warden.keys import KeyRecord, authenticate, key_prefix
+from warden.quota import Part
 from warden.v1 import warden_pb2, warden_pb2_grpc
 
 MAX_AUDIT_BATCH = 1000
@@ -106,17 +107,62 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v.text(request.user_id, "user_id")
         v.tokens(request.input_tokens, "input_tokens")
         v.tokens(request.max_output_tokens, "max_output_tokens")
+        if v.tokens(request.min_output_tokens, "min_output_tokens"):
+            v.check(request.min_output_tokens <= (request.max_output_tokens or MAX_TOKENS),
+                    "min_output_tokens", "must not exceed max_output_tokens")
         v.done()
         caller = await self._caller(request.api_key, subject, context)
         identity = await self._identity(caller, request.user_id or (subject and subject.user_id)
                                         or "")
         inp = convert.authorize_input(request)
-        plan = engine.plan(identity, inp, await self._c.cache.policies(identity.scopes()),
-                           await self._c.cache.provider_switches())
-        decision = await self._c.counters.authorize(plan, engine.decide)
+        ledger = self._c.ledger
+        claim = ledger.claim(identity.org_id, request.request_id)
+        try:
+            decision, parts, cost = await self._decide(identity, inp)
+        except BaseException:
+            ledger.release(claim)
+            raise
+        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost)
         metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
                                  decision.reason.value).inc()
-        return convert.decision_to_proto(decision, identity)
+        reply = convert.decision_to_proto(decision, identity)
+        reply.reservation_id = reservation_id
+        return reply
+
+    async def _decide(self, identity: engine.Identity, inp: engine.AuthorizeInput
+                      ) -> tuple[engine.Decision, list[Part], int]:
+        """The decision, what it took from each quota, and its worst-case cost."""
+        cache = self._c.cache
+        prices = await cache.prices()
+        try:
+            plan = engine.plan(identity, inp, await cache.policies(identity.scopes()),
+                               await cache.provider_switches(), prices,
+                               self._c.default_max_output_tokens)
+        except engine.Unpriced as exc:
+            raise WardenError(
+                "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
+                f"budget {exc.policy_id!r} applies to model {exc.model!r} (provider "
+                f"{exc.provider!r}), which has no price: set one with Admin.SetModelPrice, or "
+                "give the budget default prices") from None
+        if plan.route is None or not plan.checks:
+            return engine.decide(plan, []), [], self._worst_cost(plan, prices)
+        outcomes, fit, parts = await self._c.quotas.take(
+            plan.checks, plan.route.max_output_tokens, plan.min_output_tokens, self._c.clock())
+        decision = engine.decide(plan, outcomes, fit.max_output)
+        return decision, parts, self._worst_cost(plan, prices, decision)
+
+    @staticmethod
+    def _worst_cost(plan: engine.Plan, prices, decision: engine.Decision | None = None) -> int:
+        """What the routed call costs at most at its model's price (0 when it has none)."""
+        route = decision.route if decision else plan.route
+        if route is None:
+            return 0
+        budget = next((c for c in plan.checks if c.policy.budget is not None), None)
+        if budget is not None:
+            return budget.demand.amount(route.max_output_tokens)
+        price = find_price(prices, route.provider, route.model)
+        return cost_micros(price, plan.request.input_tokens, route.max_output_tokens, 0) \
+            if price else 0
 
     @rpc
     async def RecordUsage(self, request: warden_pb2.RecordUsageRequest,
@@ -140,8 +186,8 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         latency = request.latency.ToMilliseconds() if request.HasField("latency") else None
         v.check(latency is None or 0 <= latency <= 86_400_000, "latency",
                 "must be between 0 and 24 hours")
-        v.check(not request.reservation_id, "reservation_id",
-                "reservations are not implemented yet; leave empty")
+        v.check(len(request.reservation_id) <= 64, "reservation_id",
+                "must be at most 64 characters")
         v.done()
         key = await self._caller(request.api_key, _subject(request), context)
         row = {
@@ -151,14 +197,10 @@ class WardenService(warden_pb2_grpc.WardenServicer):
             "provider": request.provider, "outcome": convert.OUTCOMES[request.outcome],
             "latency_ms": latency,
         }
-        price = None
-        if request.HasField("cost_micros"):
-            row.update(cost_micros=request.cost_micros, cost_source="reported")
-        else:
-            def price(p):
-                return cost_micros(p, usage.input_tokens, usage.output_tokens,
-                                   usage.cached_input_tokens)
-        cost, duplicate = await self._c.usage.record_usage(key.org_id, row, price)
+        cost, duplicate = await self._c.ledger.settle(
+            key.org_id, row, request.reservation_id,
+            request.cost_micros if request.HasField("cost_micros") else None,
+            await self._c.cache.prices())
         metrics.USAGE_RECORDS.labels(str(duplicate).lower()).inc()
         return warden_pb2.RecordUsageResponse(cost_micros=cost, duplicate=duplicate)
 

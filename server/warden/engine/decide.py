@@ -4,32 +4,53 @@ decide() turns what the store admitted into a Decision.
 Settings (model access, routing) resolve most-specific-first: API key, user, app, team, org,
 higher priority first within a scope. A locked setting binds every more specific scope: its
 lists must also allow the call and its max_tokens cap still applies, so a child can narrow a
-locked parent but never widen it. Quotas (rate limits) are each counted at their own scope and
-must all pass. Dry-run policies are evaluated and reported but never deny or reroute.
+locked parent but never widen it. Quotas (rate limits and budgets) are each counted at their
+own scope and must all pass. Dry-run policies are evaluated and reported but never deny or
+reroute.
 
-Static checks run first; a request they deny counts against no limit. Limits are all-or-nothing:
-the store takes every check or none, so a denied request consumes nothing.
+Static checks run first; a request they deny counts against no quota. Quotas are all or
+nothing: fit() says what every check can cover, and the quota layer takes all or none, so a
+denied request consumes nothing. A call whose token quotas or budgets cannot cover its
+max_output_tokens is given a lower one (never below the caller's min_output_tokens) instead of
+being denied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from warden.engine.model import (
+    MAX_OUTPUT,
     AuthorizeInput,
     Decision,
+    Demand,
     Identity,
-    LimitCheck,
-    LimitOutcome,
     Plan,
     PolicyRecord,
     PolicyResult,
     ProviderSwitch,
+    QuotaCheck,
+    QuotaOutcome,
     Reason,
     Route,
     Target,
 )
+from warden.engine.pricing import Price, find_price
+
+# The max_output_tokens reserved for a call that names none while a quota counts output tokens.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+_METRIC_WORDS = {"REQUESTS": "requests", "INPUT_TOKENS": "input tokens",
+                 "OUTPUT_TOKENS": "output tokens", "TOTAL_TOKENS": "tokens"}
+
+
+class Unpriced(Exception):
+    """A budget applies to a model with no price and the budget names no default price."""
+
+    def __init__(self, provider: str, model: str, policy_id: str) -> None:
+        super().__init__(provider, model, policy_id)
+        self.provider, self.model, self.policy_id = provider, model, policy_id
 
 
 def _result(policy: PolicyRecord, allowed: bool, reason: Reason,
@@ -111,8 +132,48 @@ def _with_note(result: PolicyResult, note: str) -> PolicyResult:
     return replace(result, message=f"{result.message}; {note}" if result.message else note)
 
 
+def _demand(policy: PolicyRecord, input_tokens: int, price: Price | None) -> Demand:
+    if policy.budget is not None:
+        assert price is not None
+        return Demand(input_tokens * price.input_micros_per_million,
+                      price.output_micros_per_million, 1_000_000)
+    assert policy.rate_limit is not None
+    metric = policy.rate_limit.metric
+    return Demand(1 if metric == "REQUESTS" else 0 if metric == "OUTPUT_TOKENS" else input_tokens,
+                  1 if metric in ("OUTPUT_TOKENS", "TOTAL_TOKENS") else 0)
+
+
+def _quota_checks(ordered: list[PolicyRecord], request: AuthorizeInput, chosen: Target,
+                  prices: Mapping[tuple[str, str], Price]
+                  ) -> tuple[list[QuotaCheck], list[PolicyResult]]:
+    """Every quota that counts this call, ordered by policy id (a stable order to take in),
+    and what dry-run budgets that cannot price the call say about it."""
+    price = find_price(prices, chosen.provider, chosen.model)
+    checks, unpriced = [], []
+    for policy in ordered:
+        quota = policy.rate_limit or policy.budget
+        if quota is None or not quota.selector.matches(chosen.provider, chosen.model):
+            continue
+        policy_price = price
+        if policy.budget is not None and price is None:
+            policy_price = policy.budget.default_price
+            if policy_price is None and policy.enforced:
+                raise Unpriced(chosen.provider, chosen.model, policy.id)
+            if policy_price is None:
+                unpriced.append(_result(policy, False, Reason.MODEL_NOT_PRICED,
+                                        f"model {chosen.model!r} has no price: this budget "
+                                        "cannot count it"))
+                continue
+        checks.append(QuotaCheck(policy, _demand(policy, request.input_tokens, policy_price)))
+    checks.sort(key=lambda c: c.policy.id)
+    return checks, unpriced
+
+
 def plan(identity: Identity, request: AuthorizeInput, policies: Sequence[PolicyRecord],
-         switches: Sequence[ProviderSwitch] = ()) -> Plan:
+         switches: Sequence[ProviderSwitch] = (),
+         prices: Mapping[tuple[str, str], Price] | None = None,
+         default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS) -> Plan:
+    """Raises Unpriced when a budget applies to a model without a price."""
     ordered = sorted(policies, key=PolicyRecord.specificity)
     access = [p for p in ordered if p.model_access is not None]
     routing = [p for p in ordered if p.routing is not None]
@@ -153,12 +214,29 @@ def plan(identity: Identity, request: AuthorizeInput, policies: Sequence[PolicyR
         results.append(_result(policy, True, Reason.ALLOWED, "; ".join(notes)))
     results += _dry_runs(ordered, request, chosen)
 
-    checks = [LimitCheck(p, 1) for p in ordered
-              if p.rate_limit is not None and p.rate_limit.metric == "REQUESTS"
-              and p.rate_limit.selector.matches(chosen.provider, chosen.model)]
-    checks.sort(key=lambda c: c.policy.id)
+    checks, unpriced = _quota_checks(ordered, request, chosen, prices or {})
+    results += unpriced
+    if not max_tokens and any(c.demand.per_output for c in checks):
+        max_tokens = default_max_output
+    least = min(max(request.min_output_tokens, 1), max_tokens) if max_tokens else 0
+    for check in checks:
+        budget = check.policy.budget
+        if not (budget and budget.max_request_cost_micros and check.policy.enforced):
+            continue
+        fits = check.demand.max_output(budget.max_request_cost_micros)
+        if fits < least:
+            results.append(_result(
+                check.policy, False, Reason.REQUEST_COST_CAP,
+                f"this call may cost up to {check.demand.amount(max_tokens or least)} micros; "
+                f"the cap per request is {budget.max_request_cost_micros}"))
+            return Plan(identity, request, results)
+        if max_tokens and fits < max_tokens:
+            max_tokens = fits
+            results.append(_result(check.policy, True, Reason.ALLOWED,
+                                   f"max_output_tokens lowered to {fits} by the cost cap of "
+                                   f"{budget.max_request_cost_micros} micros per request"))
     route = Route(chosen.provider, chosen.model, max_tokens, tuple(usable[1:]))
-    return Plan(identity, request, results, checks, route)
+    return Plan(identity, request, results, checks, route, least)
 
 
 def _dry_runs(ordered: list[PolicyRecord], request: AuthorizeInput,
@@ -182,27 +260,83 @@ def _dry_runs(ordered: list[PolicyRecord], request: AuthorizeInput,
     return results
 
 
-def decide(plan: Plan, outcomes: list[LimitOutcome]) -> Decision:
+@dataclass(frozen=True)
+class Fit:
+    max_output: int  # the max_output_tokens every enforced quota can cover
+    fits: list[bool]  # per check: it can cover its amount at max_output
+    binding: list[bool]  # per check: it is what lowered max_output
+
+
+def fit(checks: Sequence[QuotaCheck], available: Sequence[int | None], want_output: int,
+        least_output: int) -> Fit:
+    """What the quotas can cover, given what each may still take (None: no bound, e.g. a
+    fail_open quota with the database away). Pure; the quota layer takes the amounts."""
+    out, bounds = want_output, []
+    for check, room in zip(checks, available, strict=True):
+        bound = MAX_OUTPUT
+        if check.policy.enforced and room is not None and check.demand.per_output:
+            bound = check.demand.max_output(room)
+        bounds.append(bound)
+        out = min(out, bound)
+    out = max(out, least_output)
+    return Fit(out, [room is None or c.demand.amount(out) <= room
+                     for c, room in zip(checks, available, strict=True)],
+               [b < want_output and b == out for b in bounds])
+
+
+def _quota_message(outcome: QuotaOutcome) -> str:
+    policy = outcome.check.policy
+    where = f"{policy.scope_kind} {policy.scope_id}"
+    if outcome.unavailable:
+        return (f"the database is unreachable and this sidecar holds too little of "
+                f"{policy.id}'s allowance; the policy fails closed")
+    need = outcome.check.demand.amount(0) if not outcome.check.demand.per_output else None
+    if policy.budget is not None:
+        return (f"budget of {policy.budget.limit_micros} micros per "
+                f"{policy.budget.period.lower()} at {where} cannot cover this call "
+                f"({outcome.remaining} micros remain)")
+    assert policy.rate_limit is not None
+    limit = policy.rate_limit
+    text = (f"{limit.limit} {_METRIC_WORDS[limit.metric]} per {limit.window.lower()} reached "
+            f"at {where}")
+    if limit.metric != "REQUESTS":
+        text += f" ({outcome.remaining} remain{'' if need is None else f', {need} needed'})"
+    return text
+
+
+def decide(plan: Plan, outcomes: Sequence[QuotaOutcome],
+           max_output: int | None = None) -> Decision:
+    """The decision for a plan whose quota checks came out as `outcomes`; `max_output` is
+    what fit() allowed (default: the plan's)."""
     results = list(plan.results)
     retry_after = None
+    route = plan.route
+    lowered = route is not None and max_output is not None and \
+        max_output < route.max_output_tokens
     for outcome in outcomes:
-        policy, limit = outcome.check.policy, outcome.check.policy.rate_limit
-        assert limit is not None
-        message = "" if outcome.admitted else (
-            f"{limit.limit} requests per {limit.window.lower()} reached at "
-            f"{policy.scope_kind} {policy.scope_id}")
-        results.append(_result(
-            policy, outcome.admitted, Reason.ALLOWED if outcome.admitted else Reason.RATE_LIMITED,
-            message))
-        if not outcome.admitted and policy.enforced:
-            wait = outcome.reset_time - outcome.now
+        policy = outcome.check.policy
+        if outcome.admitted:
+            message = ""
+            if lowered and outcome.binding and route:
+                message = (f"max_output_tokens lowered from {route.max_output_tokens} to "
+                           f"{max_output} to fit the remaining allowance")
+            results.append(_result(policy, True, Reason.ALLOWED, message))
+            continue
+        reason = (Reason.QUOTA_UNAVAILABLE if outcome.unavailable else
+                  Reason.BUDGET_EXHAUSTED if policy.budget is not None else Reason.RATE_LIMITED)
+        results.append(_result(policy, False, reason, _quota_message(outcome)))
+        if policy.enforced:
+            wait = (timedelta(seconds=1) if outcome.unavailable or outcome.reset_time is None
+                    else outcome.reset_time - outcome.now)
             retry_after = wait if retry_after is None else max(retry_after, wait)
     denials = [r for r in results if not r.allowed and r.mode == "enforce"]
+    if route is not None and lowered and max_output is not None:
+        route = replace(route, max_output_tokens=max_output)
     return Decision(
         allowed=not denials,
         reason=denials[0].reason if denials else Reason.ALLOWED,
         results=results,
         limits=list(outcomes),
         retry_after=retry_after,
-        route=None if denials else plan.route,
+        route=None if denials else route,
     )

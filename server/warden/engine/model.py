@@ -10,12 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from warden.engine.pricing import Price
+
 
 class Reason(enum.Enum):
     ALLOWED = "ALLOWED"
     RATE_LIMITED = "RATE_LIMITED"
     MODEL_NOT_ALLOWED = "MODEL_NOT_ALLOWED"
     PROVIDER_DISABLED = "PROVIDER_DISABLED"
+    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+    REQUEST_COST_CAP = "REQUEST_COST_CAP"
+    QUOTA_UNAVAILABLE = "QUOTA_UNAVAILABLE"
+    MODEL_NOT_PRICED = "MODEL_NOT_PRICED"  # reported by dry-run budgets only
 
 
 WINDOW_SECONDS = {"MINUTE": 60, "HOUR": 3600, "DAY": 86400}
@@ -62,14 +68,24 @@ class Selector:
 
 @dataclass(frozen=True)
 class RateLimit:
-    metric: str  # REQUESTS (token metrics come with reservations)
-    window: str  # MINUTE, HOUR or DAY
+    metric: str  # REQUESTS, INPUT_TOKENS, OUTPUT_TOKENS or TOTAL_TOKENS
+    window: str  # MINUTE, HOUR or DAY (sliding)
     limit: int
     selector: Selector = Selector()
 
     @property
     def window_seconds(self) -> int:
         return WINDOW_SECONDS[self.window]
+
+
+@dataclass(frozen=True)
+class Budget:
+    period: str  # DAY or MONTH, calendar periods in the org's time zone
+    limit_micros: int
+    max_request_cost_micros: int = 0
+    alert_threshold_percent: int = 0
+    selector: Selector = Selector()
+    default_price: Price | None = None  # for models the price table does not list
 
 
 @dataclass(frozen=True)
@@ -127,10 +143,25 @@ class PolicyRecord:
     rate_limit: RateLimit | None = None
     model_access: ModelAccess | None = None
     routing: Routing | None = None
+    budget: Budget | None = None
+    failure_mode: str = "fail_closed"  # what a quota does when the database is away
 
     @property
     def enforced(self) -> bool:
         return self.mode == "enforce"
+
+    @property
+    def limit(self) -> int:
+        """A quota's allowance per window or period."""
+        if self.budget is not None:
+            return self.budget.limit_micros
+        assert self.rate_limit is not None
+        return self.rate_limit.limit
+
+    @property
+    def metric(self) -> str:
+        return "COST_MICROS" if self.budget is not None else \
+            self.rate_limit.metric if self.rate_limit else ""
 
     @property
     def scope(self) -> tuple[str, str]:
@@ -148,14 +179,23 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
     config = row["config"]
     kind = row["policy_type"]
     parts: dict[str, Any] = {}
+    selector = config.get("selector", {})
+    selector = Selector(tuple(selector.get("models", ())), tuple(selector.get("providers", ())))
     if kind == "rate_limit":
-        selector = config.get("selector", {})
         parts["rate_limit"] = RateLimit(
             metric=config.get("metric", "").removeprefix("METRIC_"),
             window=config.get("window", "").removeprefix("WINDOW_"),
-            limit=int(config.get("limit", 0)),
-            selector=Selector(tuple(selector.get("models", ())),
-                              tuple(selector.get("providers", ()))))
+            limit=int(config.get("limit", 0)), selector=selector)
+    elif kind == "budget":
+        prices = [int(config.get(f"default_{p}_micros_per_million", 0))
+                  for p in ("input", "output")]
+        parts["budget"] = Budget(
+            period=config.get("period", "").removeprefix("PERIOD_"),
+            limit_micros=int(config.get("limit_micros", 0)),
+            max_request_cost_micros=int(config.get("max_request_cost_micros", 0)),
+            alert_threshold_percent=int(config.get("alert_threshold_percent", 0)),
+            selector=selector,
+            default_price=Price(prices[0], prices[1], prices[0]) if any(prices) else None)
     elif kind == "model_access":
         parts["model_access"] = ModelAccess(
             *(tuple(config.get(name, ())) for name in
@@ -168,7 +208,8 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
                         for rule in config.get("rules", ())),
             max_tokens_cap=int(config.get("max_tokens_cap", 0)))
     return PolicyRecord(row["id"], row["scope_kind"], row["scope_id"], kind, row["mode"],
-                        row.get("priority", 0), row.get("locked", False), **parts)
+                        row.get("priority", 0), row.get("locked", False),
+                        failure_mode=row.get("failure_mode", "fail_closed"), **parts)
 
 
 @dataclass(frozen=True)
@@ -196,6 +237,7 @@ class AuthorizeInput:
     input_tokens: int = 0
     max_output_tokens: int = 0
     user_id: str = ""  # the app's end user, when the caller names one
+    min_output_tokens: int = 0  # the least max_output_tokens the caller can use (0: 1)
 
 
 @dataclass(frozen=True)
@@ -211,20 +253,48 @@ class PolicyResult:
 
 
 @dataclass(frozen=True)
-class LimitCheck:
-    """Ask the counter store to take `amount` of `policy`'s current window, if it fits."""
+class Demand:
+    """What a call takes from one quota, given the max_output_tokens it may use:
+    ceil((fixed + per_output * max_output_tokens) / scale). Token counts have scale 1; a cost
+    is tokens times a price per million tokens, so its scale is 10^6."""
 
-    policy: PolicyRecord
-    amount: int
+    fixed: int
+    per_output: int = 0
+    scale: int = 1
+
+    def amount(self, max_output: int) -> int:
+        return -(-(self.fixed + self.per_output * max_output) // self.scale)
+
+    def max_output(self, available: int) -> int:
+        """The largest max_output_tokens whose amount fits `available` (-1 if none does)."""
+        room = available * self.scale - self.fixed
+        if room < 0:
+            return -1
+        return room // self.per_output if self.per_output else MAX_OUTPUT
+
+
+# Stands for "any number of output tokens" where a quota does not count them.
+MAX_OUTPUT = 2**62
 
 
 @dataclass(frozen=True)
-class LimitOutcome:
-    check: LimitCheck
+class QuotaCheck:
+    """Take `demand` from `policy`'s allowance (rate limit or budget), all or nothing."""
+
+    policy: PolicyRecord
+    demand: Demand
+
+
+@dataclass(frozen=True)
+class QuotaOutcome:
+    check: QuotaCheck
     admitted: bool
-    used: int  # in the window, after this request if admitted
+    amount: int  # taken from the quota (0 when not admitted)
+    remaining: int | None  # what this sidecar may still admit; None: unknown (database away)
     now: datetime  # the database clock
-    reset_time: datetime
+    reset_time: datetime | None  # when allowance frees up next
+    unavailable: bool = False  # more was needed and the database could not be reached
+    binding: bool = False  # this quota lowered the call's max_output_tokens
 
 
 @dataclass(frozen=True)
@@ -240,8 +310,10 @@ class Plan:
     identity: Identity
     request: AuthorizeInput
     results: list[PolicyResult] = field(default_factory=list)
-    checks: list[LimitCheck] = field(default_factory=list)
+    checks: list[QuotaCheck] = field(default_factory=list)
     route: Route | None = None  # None when a static check denied
+    # The least max_output_tokens the call may be given (budget-aware answers lower it to fit).
+    min_output_tokens: int = 0
 
     @property
     def denied(self) -> bool:
@@ -253,6 +325,6 @@ class Decision:
     allowed: bool
     reason: Reason
     results: list[PolicyResult]
-    limits: list[LimitOutcome]
+    limits: list[QuotaOutcome]
     retry_after: timedelta | None = None
     route: Route | None = None  # where and how to call, when allowed

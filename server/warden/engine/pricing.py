@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -19,3 +20,10 @@ def cost_micros(price: Price, input_tokens: int, output_tokens: int,
               + cached_input_tokens * price.cached_input_micros_per_million
               + output_tokens * price.output_micros_per_million)
     return -(-scaled // 1_000_000)
+
+
+def find_price(prices: Mapping[tuple[str, str], Price], provider: str,
+               model: str) -> Price | None:
+    """The price of (provider, model), else the model's provider-independent price (provider
+    "" in the table)."""
+    return prices.get((provider, model)) or prices.get(("", model))

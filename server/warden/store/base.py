@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from warden.engine import Decision, LimitOutcome, Plan, PolicyRecord, ProviderSwitch
+from warden.engine import PolicyRecord, ProviderSwitch
 from warden.engine.pricing import Price
 from warden.keys import KeyRecord
 
@@ -81,6 +81,7 @@ class LookupStore(Protocol):
         ...
 
     async def provider_switches(self) -> tuple[ProviderSwitch, ...]: ...
+    async def prices(self) -> dict[tuple[str, str], Price]: ...
 
 
 class ChangeFeed(Protocol):
@@ -95,24 +96,6 @@ class ChangeFeed(Protocol):
 class PriceStore(Protocol):
     async def set_price(self, price: Row) -> Row: ...
     async def list_prices(self) -> list[Row]: ...
-
-
-class CounterStore(Protocol):
-    async def authorize(self, plan: Plan,
-                        decide: Callable[[Plan, list[LimitOutcome]], Decision]) -> Decision:
-        """Take the plan's limit checks all-or-nothing on the database clock, let `decide` turn
-        the outcomes into a Decision, and log the decision under the request id, in one
-        transaction. A request id already logged for the org raises ALREADY_EXISTS and counts
-        nothing."""
-        ...
-
-
-class UsageStore(Protocol):
-    async def record_usage(self, org_id: str, usage: Row,
-                           cost: Callable[[Price], int] | None) -> tuple[int, bool]:
-        """Store the usage of an allowed request once; return (cost_micros, duplicate).
-        `cost` prices it when the caller did not report `cost_micros`."""
-        ...
 
 
 class AuditSink(Protocol):

@@ -12,6 +12,7 @@ import asyncpg
 
 from warden import metrics
 from warden.engine import PolicyRecord, ProviderSwitch, policy_from_row
+from warden.engine.pricing import Price
 from warden.keys import KeyRecord
 
 log = logging.getLogger("warden.changes")
@@ -68,6 +69,12 @@ class PostgresLookupStore:
             "SELECT provider, model, org_id, enabled, reason FROM provider_switches"
             " WHERE NOT enabled")
         return tuple(ProviderSwitch(**row) for row in rows)
+
+    async def prices(self) -> dict[tuple[str, str], Price]:
+        rows = await self._pool.fetch(
+            "SELECT provider, model, input_micros_per_million, output_micros_per_million,"
+            " cached_input_micros_per_million FROM model_prices")
+        return {(r["provider"], r["model"]): Price(*list(r.values())[2:]) for r in rows}
 
 
 class PostgresChangeFeed:

@@ -3,28 +3,45 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
-from warden.engine import Decision, LimitOutcome, Plan
-from warden.engine.pricing import Price
 from warden.errors import WardenError, already_exists, not_found
 from warden.store.base import Row
+
+# Errors that mean "the database is away", not "this request is wrong": lost or refused
+# connections (SQLSTATE classes 08, 53, 57), client-side connection state, and timeouts.
+_DATABASE_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InsufficientResourcesError,
+                    asyncpg.OperatorInterventionError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError, OSError, TimeoutError)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    # A database closed to connections answers 55000 at connect time.
+    return isinstance(exc, _DATABASE_ERRORS) or (
+        isinstance(exc, asyncpg.ObjectNotInPrerequisiteStateError)
+        and "not currently accepting connections" in str(exc))
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(url: str, min_size: int, max_size: int,
-                      command_timeout: float) -> asyncpg.Pool:
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Connections go back to the pool without asyncpg's reset query (a second round trip per
+    call): Warden leaves no session state on them (no LISTEN, cursors, SET or session locks;
+    migrate() releases its lock itself). An open transaction is still rolled back."""
+
+
+async def create_pool(url: str, min_size: int, max_size: int, command_timeout: float,
+                      connect_timeout: float = 60.0) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, command_timeout=command_timeout or None,
-        init=init_connection,
+        timeout=connect_timeout, init=init_connection, reset=_keep_session,
     )
 
 
@@ -165,8 +182,8 @@ class PostgresDirectoryStore:
             " ORDER BY provider, model, org_id", org_id)
 
 
-# The org a policy's scope belongs to, by scope kind.
-_SCOPE_ORG = {
+# The org a scope belongs to, by scope kind (the policy store and reporting).
+SCOPE_ORG = {
     "org": "SELECT id FROM orgs WHERE id = $1",
     "team": "SELECT org_id FROM teams WHERE id = $1",
     "app": "SELECT org_id FROM apps WHERE id = $1",
@@ -181,7 +198,7 @@ class PostgresPolicyStore:
 
     async def create_policy(self, policy: Row) -> Row:
         kind, scope_id = policy["scope_kind"], policy["scope_id"]
-        org_id = await self._pool.fetchval(_SCOPE_ORG[kind], scope_id)
+        org_id = await self._pool.fetchval(SCOPE_ORG[kind], scope_id)
         if org_id is None:
             raise not_found(f"{kind} {scope_id!r}")
         sql, args = insert_sql("policies", {**policy, "org_id": org_id})
@@ -244,132 +261,6 @@ class PostgresPriceStore:
 
     async def list_prices(self) -> list[Row]:
         return await self._pool.fetch("SELECT * FROM model_prices ORDER BY provider, model")
-
-
-# One statement per limit: take `amount` of the current window if it fits, and report the
-# window's count either way. ON CONFLICT ... WHERE re-checks the locked row, so concurrent
-# sidecars can never push a window past its limit.
-_TAKE = """
-WITH w AS (SELECT date_bin($2::interval, now(), timestamptz 'epoch') AS start),
-up AS (
-    INSERT INTO rate_counters AS c (policy_id, window_start, count)
-    SELECT $1::text, w.start, $3::bigint FROM w WHERE $3::bigint <= $4::bigint
-    ON CONFLICT (policy_id, window_start) DO UPDATE SET count = c.count + EXCLUDED.count
-        WHERE c.count + EXCLUDED.count <= $4::bigint
-    RETURNING c.count)
-SELECT (SELECT count FROM up) AS taken,
-       coalesce((SELECT r.count FROM rate_counters r
-                 WHERE r.policy_id = $1::text AND r.window_start = w.start), 0) AS current,
-       now() AS now, w.start + $2::interval AS reset_time
-FROM w
-"""
-
-_LOG_DECISION = """
-WITH touched AS (
-    UPDATE api_keys SET last_used_time = now()
-    WHERE id = $3 AND (last_used_time IS NULL OR last_used_time < now() - interval '1 minute'))
-INSERT INTO requests (org_id, request_id, app_id, api_key_id, user_id, model, provider,
-                      decision, reason, input_tokens, max_output_tokens)
-VALUES ($1, $2, $4, $3, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (org_id, request_id) DO NOTHING
-RETURNING 1
-"""
-
-
-class PostgresCounterStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def authorize(self, plan: Plan,
-                        decide: Callable[[Plan, list[LimitOutcome]], Decision]) -> Decision:
-        identity, request = plan.identity, plan.request
-        async with self._pool.acquire() as conn, conn.transaction():
-            limits = conn.transaction()
-            await limits.start()
-            outcomes = []
-            for check in plan.checks:
-                assert check.policy.rate_limit is not None
-                limit = check.policy.rate_limit
-                row = await conn.fetchrow(
-                    _TAKE, check.policy.id, timedelta(seconds=limit.window_seconds),
-                    check.amount, limit.limit)
-                admitted = row["taken"] is not None
-                outcomes.append(LimitOutcome(check, admitted, row["current"] if not admitted
-                                             else row["taken"], row["now"], row["reset_time"]))
-            decision = decide(plan, outcomes)
-            if decision.allowed:
-                await limits.commit()
-            else:
-                await limits.rollback()
-            # An allowed call is logged with the model and provider it was routed to, which
-            # RecordUsage prices by default.
-            route = decision.route
-            logged = await conn.fetchval(
-                _LOG_DECISION, identity.org_id, request.request_id, identity.api_key_id,
-                identity.app_id, request.user_id or identity.user_id,
-                route.model if route else request.model,
-                route.provider if route else request.provider,
-                "allow" if decision.allowed else "deny", decision.reason.value,
-                request.input_tokens, request.max_output_tokens)
-            if logged is None:
-                raise WardenError(
-                    "ALREADY_EXISTS", "REQUEST_ID_REUSED",
-                    f"request_id {request.request_id!r} was already authorized; "
-                    "use a new id for each LLM call")
-        if not decision.allowed:
-            # Nothing was counted: report the windows as they stand.
-            outcomes = [o if not o.admitted else
-                        LimitOutcome(o.check, True, o.used - o.check.amount, o.now, o.reset_time)
-                        for o in outcomes]
-            decision = decide(plan, outcomes)
-        return decision
-
-
-class PostgresUsageStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def record_usage(self, org_id: str, usage: Row,
-                           cost: Callable[[Price], int] | None) -> tuple[int, bool]:
-        request_id = usage["request_id"]
-        async with self._pool.acquire() as conn, conn.transaction():
-            request = await conn.fetchrow(
-                "SELECT decision, model, provider FROM requests"
-                " WHERE org_id = $1 AND request_id = $2", org_id, request_id)
-            if request is None:
-                raise WardenError("NOT_FOUND", "NOT_FOUND",
-                                  f"no Authorize was made for request_id {request_id!r}")
-            if request["decision"] != "allow":
-                raise WardenError("FAILED_PRECONDITION", "REQUEST_NOT_AUTHORIZED",
-                                  f"request_id {request_id!r} was denied by Authorize")
-            row = {**usage, "model": usage["model"] or request["model"],
-                   "provider": usage["provider"] or request["provider"]}
-            if cost is not None:
-                price = await conn.fetchrow(
-                    "SELECT input_micros_per_million, output_micros_per_million,"
-                    " cached_input_micros_per_million FROM model_prices"
-                    " WHERE model = $1 AND provider IN ($2, '')"
-                    " ORDER BY provider = $2 DESC LIMIT 1", row["model"], row["provider"])
-                if price is None:
-                    raise WardenError(
-                        "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
-                        f"model {row['model']!r} (provider {row['provider']!r}) has no price; "
-                        "set one with Admin.SetModelPrice or report cost_micros")
-                row["cost_micros"], row["cost_source"] = cost(Price(**price)), "priced"
-            sql, args = insert_sql("usage", {**row, "org_id": org_id})
-            stored = await conn.fetchrow(sql.replace("RETURNING *", "ON CONFLICT DO NOTHING "
-                                                     "RETURNING cost_micros"), *args)
-            if stored is not None:
-                return stored["cost_micros"], False
-            existing = await conn.fetchrow(
-                "SELECT * FROM usage WHERE org_id = $1 AND request_id = $2", org_id, request_id)
-        # A priced cost may differ on retry if the price changed meanwhile; that is no conflict.
-        compared = [k for k in row if not (k == "cost_micros" and row["cost_source"] == "priced")]
-        if any(existing[k] != row[k] for k in compared):
-            raise WardenError("ALREADY_EXISTS", "USAGE_CONFLICT",
-                              f"usage for request_id {request_id!r} was already recorded "
-                              "with different values")
-        return existing["cost_micros"], True
 
 
 class PostgresAuditSink:

@@ -13,12 +13,29 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SpendGroupBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPEND_GROUP_BY_UNSPECIFIED: _ClassVar[SpendGroupBy]
+    SPEND_GROUP_BY_APP: _ClassVar[SpendGroupBy]
+    SPEND_GROUP_BY_USER: _ClassVar[SpendGroupBy]
+    SPEND_GROUP_BY_API_KEY: _ClassVar[SpendGroupBy]
+    SPEND_GROUP_BY_MODEL: _ClassVar[SpendGroupBy]
+    SPEND_GROUP_BY_PROVIDER: _ClassVar[SpendGroupBy]
+    SPEND_GROUP_BY_TEAM: _ClassVar[SpendGroupBy]
+
 class ChangeAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHANGE_ACTION_UNSPECIFIED: _ClassVar[ChangeAction]
     CHANGE_ACTION_CREATE: _ClassVar[ChangeAction]
     CHANGE_ACTION_UPDATE: _ClassVar[ChangeAction]
     CHANGE_ACTION_DELETE: _ClassVar[ChangeAction]
+SPEND_GROUP_BY_UNSPECIFIED: SpendGroupBy
+SPEND_GROUP_BY_APP: SpendGroupBy
+SPEND_GROUP_BY_USER: SpendGroupBy
+SPEND_GROUP_BY_API_KEY: SpendGroupBy
+SPEND_GROUP_BY_MODEL: SpendGroupBy
+SPEND_GROUP_BY_PROVIDER: SpendGroupBy
+SPEND_GROUP_BY_TEAM: SpendGroupBy
 CHANGE_ACTION_UNSPECIFIED: ChangeAction
 CHANGE_ACTION_CREATE: ChangeAction
 CHANGE_ACTION_UPDATE: ChangeAction
@@ -453,16 +470,178 @@ class GetUsageRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[_types_pb2.Scope, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("limits", "requests", "usage", "cost_micros")
+    __slots__ = ("limits", "requests", "usage", "cost_micros", "allowed", "denied", "limit_usage")
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DENIED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_USAGE_FIELD_NUMBER: _ClassVar[int]
     limits: _containers.RepeatedCompositeFieldContainer[_warden_pb2.LimitStatus]
     requests: int
     usage: _types_pb2.Usage
     cost_micros: int
-    def __init__(self, limits: _Optional[_Iterable[_Union[_warden_pb2.LimitStatus, _Mapping]]] = ..., requests: _Optional[int] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ...) -> None: ...
+    allowed: int
+    denied: int
+    limit_usage: _containers.RepeatedCompositeFieldContainer[LimitUsage]
+    def __init__(self, limits: _Optional[_Iterable[_Union[_warden_pb2.LimitStatus, _Mapping]]] = ..., requests: _Optional[int] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ..., allowed: _Optional[int] = ..., denied: _Optional[int] = ..., limit_usage: _Optional[_Iterable[_Union[LimitUsage, _Mapping]]] = ...) -> None: ...
+
+class LimitUsage(_message.Message):
+    __slots__ = ("policy_id", "used")
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    policy_id: str
+    used: int
+    def __init__(self, policy_id: _Optional[str] = ..., used: _Optional[int] = ...) -> None: ...
+
+class GetBudgetSummaryRequest(_message.Message):
+    __slots__ = ("org_id", "scope")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    scope: _types_pb2.Scope
+    def __init__(self, org_id: _Optional[str] = ..., scope: _Optional[_Union[_types_pb2.Scope, _Mapping]] = ...) -> None: ...
+
+class GetBudgetSummaryResponse(_message.Message):
+    __slots__ = ("budgets", "currency", "time_zone")
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetStatus]
+    currency: str
+    time_zone: str
+    def __init__(self, budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ..., currency: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
+
+class BudgetStatus(_message.Message):
+    __slots__ = ("policy_id", "scope", "name", "mode", "period", "period_start", "period_end", "limit_micros", "spent_micros", "reserved_micros", "used_micros", "remaining_micros", "percent_used", "percent_spent", "alert_threshold_percent", "alert_threshold_crossed")
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_MICROS_FIELD_NUMBER: _ClassVar[int]
+    USED_MICROS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_USED_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_SPENT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLD_CROSSED_FIELD_NUMBER: _ClassVar[int]
+    policy_id: str
+    scope: _types_pb2.Scope
+    name: str
+    mode: _types_pb2.PolicyMode
+    period: _types_pb2.Period
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    limit_micros: int
+    spent_micros: int
+    reserved_micros: int
+    used_micros: int
+    remaining_micros: int
+    percent_used: float
+    percent_spent: float
+    alert_threshold_percent: int
+    alert_threshold_crossed: bool
+    def __init__(self, policy_id: _Optional[str] = ..., scope: _Optional[_Union[_types_pb2.Scope, _Mapping]] = ..., name: _Optional[str] = ..., mode: _Optional[_Union[_types_pb2.PolicyMode, str]] = ..., period: _Optional[_Union[_types_pb2.Period, str]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit_micros: _Optional[int] = ..., spent_micros: _Optional[int] = ..., reserved_micros: _Optional[int] = ..., used_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., percent_used: _Optional[float] = ..., percent_spent: _Optional[float] = ..., alert_threshold_percent: _Optional[int] = ..., alert_threshold_crossed: _Optional[bool] = ...) -> None: ...
+
+class ListTopSpendersRequest(_message.Message):
+    __slots__ = ("org_id", "start_time", "end_time", "group_by", "limit")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    group_by: SpendGroupBy
+    limit: int
+    def __init__(self, org_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Union[SpendGroupBy, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTopSpendersResponse(_message.Message):
+    __slots__ = ("spenders",)
+    SPENDERS_FIELD_NUMBER: _ClassVar[int]
+    spenders: _containers.RepeatedCompositeFieldContainer[Spender]
+    def __init__(self, spenders: _Optional[_Iterable[_Union[Spender, _Mapping]]] = ...) -> None: ...
+
+class Spender(_message.Message):
+    __slots__ = ("key", "requests", "input_tokens", "output_tokens", "cost_micros")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+    def __init__(self, key: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ...) -> None: ...
+
+class GetRequestMetricsRequest(_message.Message):
+    __slots__ = ("org_id", "app_id", "model", "start_time", "end_time")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    app_id: str
+    model: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., model: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetRequestMetricsResponse(_message.Message):
+    __slots__ = ("requests", "allowed", "denied", "completed", "failed", "cancelled", "expired", "usage", "cost_micros", "latency", "deny_reasons")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DENIED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    DENY_REASONS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    allowed: int
+    denied: int
+    completed: int
+    failed: int
+    cancelled: int
+    expired: int
+    usage: _types_pb2.Usage
+    cost_micros: int
+    latency: LatencySummary
+    deny_reasons: _containers.RepeatedCompositeFieldContainer[ReasonCount]
+    def __init__(self, requests: _Optional[int] = ..., allowed: _Optional[int] = ..., denied: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., expired: _Optional[int] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., deny_reasons: _Optional[_Iterable[_Union[ReasonCount, _Mapping]]] = ...) -> None: ...
+
+class LatencySummary(_message.Message):
+    __slots__ = ("count", "p50_ms", "p90_ms", "p99_ms")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P90_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    def __init__(self, count: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
+
+class ReasonCount(_message.Message):
+    __slots__ = ("reason", "count")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    reason: _types_pb2.Reason
+    count: int
+    def __init__(self, reason: _Optional[_Union[_types_pb2.Reason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StoredAuditEvent(_message.Message):
     __slots__ = ("event", "org_id", "app_id", "receive_time")

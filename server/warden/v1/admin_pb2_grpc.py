@@ -153,6 +153,21 @@ class AdminStub:
                 request_serializer=warden_dot_v1_dot_admin__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=warden_dot_v1_dot_admin__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.GetBudgetSummary = channel.unary_unary(
+                '/warden.v1.Admin/GetBudgetSummary',
+                request_serializer=warden_dot_v1_dot_admin__pb2.GetBudgetSummaryRequest.SerializeToString,
+                response_deserializer=warden_dot_v1_dot_admin__pb2.GetBudgetSummaryResponse.FromString,
+                _registered_method=True)
+        self.ListTopSpenders = channel.unary_unary(
+                '/warden.v1.Admin/ListTopSpenders',
+                request_serializer=warden_dot_v1_dot_admin__pb2.ListTopSpendersRequest.SerializeToString,
+                response_deserializer=warden_dot_v1_dot_admin__pb2.ListTopSpendersResponse.FromString,
+                _registered_method=True)
+        self.GetRequestMetrics = channel.unary_unary(
+                '/warden.v1.Admin/GetRequestMetrics',
+                request_serializer=warden_dot_v1_dot_admin__pb2.GetRequestMetricsRequest.SerializeToString,
+                response_deserializer=warden_dot_v1_dot_admin__pb2.GetRequestMetricsResponse.FromString,
+                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/warden.v1.Admin/ListAuditEvents',
                 request_serializer=warden_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
@@ -315,6 +330,24 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBudgetSummary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTopSpenders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRequestMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -451,6 +484,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=warden_dot_v1_dot_admin__pb2.GetUsageRequest.FromString,
                     response_serializer=warden_dot_v1_dot_admin__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetBudgetSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudgetSummary,
+                    request_deserializer=warden_dot_v1_dot_admin__pb2.GetBudgetSummaryRequest.FromString,
+                    response_serializer=warden_dot_v1_dot_admin__pb2.GetBudgetSummaryResponse.SerializeToString,
+            ),
+            'ListTopSpenders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopSpenders,
+                    request_deserializer=warden_dot_v1_dot_admin__pb2.ListTopSpendersRequest.FromString,
+                    response_serializer=warden_dot_v1_dot_admin__pb2.ListTopSpendersResponse.SerializeToString,
+            ),
+            'GetRequestMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRequestMetrics,
+                    request_deserializer=warden_dot_v1_dot_admin__pb2.GetRequestMetricsRequest.FromString,
+                    response_serializer=warden_dot_v1_dot_admin__pb2.GetRequestMetricsResponse.SerializeToString,
             ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
@@ -1093,6 +1141,87 @@ class Admin:
             '/warden.v1.Admin/GetUsage',
             warden_dot_v1_dot_admin__pb2.GetUsageRequest.SerializeToString,
             warden_dot_v1_dot_admin__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudgetSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/warden.v1.Admin/GetBudgetSummary',
+            warden_dot_v1_dot_admin__pb2.GetBudgetSummaryRequest.SerializeToString,
+            warden_dot_v1_dot_admin__pb2.GetBudgetSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopSpenders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/warden.v1.Admin/ListTopSpenders',
+            warden_dot_v1_dot_admin__pb2.ListTopSpendersRequest.SerializeToString,
+            warden_dot_v1_dot_admin__pb2.ListTopSpendersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRequestMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/warden.v1.Admin/GetRequestMetrics',
+            warden_dot_v1_dot_admin__pb2.GetRequestMetricsRequest.SerializeToString,
+            warden_dot_v1_dot_admin__pb2.GetRequestMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

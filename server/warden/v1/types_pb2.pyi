@@ -41,6 +41,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_REVISION_MISMATCH: _ClassVar[Reason]
     REASON_PERMISSION_DENIED: _ClassVar[Reason]
     REASON_BUSY: _ClassVar[Reason]
+    REASON_RESERVATION_EXPIRED: _ClassVar[Reason]
     REASON_ALLOWED: _ClassVar[Reason]
     REASON_RATE_LIMITED: _ClassVar[Reason]
     REASON_BUDGET_EXHAUSTED: _ClassVar[Reason]
@@ -50,6 +51,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_PROMPT_INJECTION: _ClassVar[Reason]
     REASON_RAG_SOURCE_NOT_ALLOWED: _ClassVar[Reason]
     REASON_REQUEST_COST_CAP: _ClassVar[Reason]
+    REASON_QUOTA_UNAVAILABLE: _ClassVar[Reason]
 
 class PolicyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -70,6 +72,7 @@ class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METRIC_INPUT_TOKENS: _ClassVar[Metric]
     METRIC_OUTPUT_TOKENS: _ClassVar[Metric]
     METRIC_TOTAL_TOKENS: _ClassVar[Metric]
+    METRIC_COST_MICROS: _ClassVar[Metric]
 
 class Window(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -116,6 +119,7 @@ REASON_FAILED_PRECONDITION: Reason
 REASON_REVISION_MISMATCH: Reason
 REASON_PERMISSION_DENIED: Reason
 REASON_BUSY: Reason
+REASON_RESERVATION_EXPIRED: Reason
 REASON_ALLOWED: Reason
 REASON_RATE_LIMITED: Reason
 REASON_BUDGET_EXHAUSTED: Reason
@@ -125,6 +129,7 @@ REASON_PII_DETECTED: Reason
 REASON_PROMPT_INJECTION: Reason
 REASON_RAG_SOURCE_NOT_ALLOWED: Reason
 REASON_REQUEST_COST_CAP: Reason
+REASON_QUOTA_UNAVAILABLE: Reason
 POLICY_MODE_UNSPECIFIED: PolicyMode
 POLICY_MODE_ENFORCE: PolicyMode
 POLICY_MODE_DRY_RUN: PolicyMode
@@ -136,6 +141,7 @@ METRIC_REQUESTS: Metric
 METRIC_INPUT_TOKENS: Metric
 METRIC_OUTPUT_TOKENS: Metric
 METRIC_TOTAL_TOKENS: Metric
+METRIC_COST_MICROS: Metric
 WINDOW_UNSPECIFIED: Window
 WINDOW_MINUTE: Window
 WINDOW_HOUR: Window
@@ -177,18 +183,22 @@ class RateLimitConfig(_message.Message):
     def __init__(self, metric: _Optional[_Union[Metric, str]] = ..., window: _Optional[_Union[Window, str]] = ..., limit: _Optional[int] = ..., selector: _Optional[_Union[Selector, _Mapping]] = ...) -> None: ...
 
 class BudgetConfig(_message.Message):
-    __slots__ = ("period", "limit_micros", "max_request_cost_micros", "alert_threshold_percent", "selector")
+    __slots__ = ("period", "limit_micros", "max_request_cost_micros", "alert_threshold_percent", "selector", "default_input_micros_per_million", "default_output_micros_per_million")
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     LIMIT_MICROS_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_COST_MICROS_FIELD_NUMBER: _ClassVar[int]
     ALERT_THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_INPUT_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_OUTPUT_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
     period: Period
     limit_micros: int
     max_request_cost_micros: int
     alert_threshold_percent: int
     selector: Selector
-    def __init__(self, period: _Optional[_Union[Period, str]] = ..., limit_micros: _Optional[int] = ..., max_request_cost_micros: _Optional[int] = ..., alert_threshold_percent: _Optional[int] = ..., selector: _Optional[_Union[Selector, _Mapping]] = ...) -> None: ...
+    default_input_micros_per_million: int
+    default_output_micros_per_million: int
+    def __init__(self, period: _Optional[_Union[Period, str]] = ..., limit_micros: _Optional[int] = ..., max_request_cost_micros: _Optional[int] = ..., alert_threshold_percent: _Optional[int] = ..., selector: _Optional[_Union[Selector, _Mapping]] = ..., default_input_micros_per_million: _Optional[int] = ..., default_output_micros_per_million: _Optional[int] = ...) -> None: ...
 
 class ModelAccessConfig(_message.Message):
     __slots__ = ("allow_models", "deny_models", "allow_providers", "deny_providers", "aliases")

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from warden.v1 import types_pb2 as warden_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16warden/v1/warden.proto\x12\twarden.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15warden/v1/types.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\":\n\x07Subject\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\xe6\x02\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x03\x12(\n\x08messages\x18\x07 \x03(\x0b\x32\x16.warden.v1.ChatMessage\x12\x0f\n\x07user_id\x18\x08 \x01(\t\x12#\n\x07subject\x18\t \x01(\x0b\x32\x12.warden.v1.Subject\x12\x37\n\x06labels\x18\n \x03(\x0b\x32\'.warden.v1.AuthorizeRequest.LabelsEntry\x12\x13\n\x0brag_sources\x18\x0b \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc1\x01\n\x0cPolicyResult\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x1f\n\x05scope\x18\x02 \x01(\x0b\x32\x10.warden.v1.Scope\x12\x13\n\x0bpolicy_type\x18\x03 \x01(\t\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.warden.v1.PolicyMode\x12\x0f\n\x07\x61llowed\x18\x05 \x01(\x08\x12!\n\x06reason\x18\x06 \x01(\x0e\x32\x11.warden.v1.Reason\x12\x0f\n\x07message\x18\x07 \x01(\t\"\xb6\x01\n\x0bLimitStatus\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x1f\n\x05scope\x18\x02 \x01(\x0b\x32\x10.warden.v1.Scope\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.warden.v1.Metric\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x11\n\tremaining\x18\x05 \x01(\x03\x12.\n\nreset_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x05Route\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x03 \x01(\x03\x12)\n\tfallbacks\x18\x04 \x03(\x0b\x32\x16.warden.v1.RouteTarget\"O\n\x08Identity\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\napi_key_id\x18\x04 \x01(\t\"\xbf\x02\n\x11\x41uthorizeResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.warden.v1.Decision\x12!\n\x06reason\x18\x02 \x01(\x0e\x32\x11.warden.v1.Reason\x12(\n\x07results\x18\x03 \x03(\x0b\x32\x17.warden.v1.PolicyResult\x12&\n\x06limits\x18\x04 \x03(\x0b\x32\x16.warden.v1.LimitStatus\x12\x1f\n\x05route\x18\x05 \x01(\x0b\x32\x10.warden.v1.Route\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0ereservation_id\x18\x07 \x01(\t\x12%\n\x08identity\x18\x08 \x01(\x0b\x32\x13.warden.v1.Identity\"\xb3\x02\n\x12RecordUsageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.warden.v1.Usage\x12\x18\n\x0b\x63ost_micros\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12#\n\x07outcome\x18\x07 \x01(\x0e\x32\x12.warden.v1.Outcome\x12*\n\x07latency\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0ereservation_id\x18\t \x01(\t\x12#\n\x07subject\x18\n \x01(\x0b\x32\x12.warden.v1.SubjectB\x0e\n\x0c_cost_micros\"=\n\x13RecordUsageResponse\x12\x13\n\x0b\x63ost_micros\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xcb\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12+\n\nattributes\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"k\n\x0c\x41uditRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.warden.v1.AuditEvent\x12#\n\x07subject\x18\x03 \x01(\x0b\x32\x12.warden.v1.Subject\"4\n\rAuditResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x11\n\tevent_ids\x18\x02 \x03(\t\"q\n\x12StreamAuditRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.warden.v1.AuditEvent\x12#\n\x07subject\x18\x03 \x01(\x0b\x32\x12.warden.v1.Subject\"\'\n\x13StreamAuditResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*d\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_COMPLETED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x15\n\x11OUTCOME_CANCELLED\x10\x03\x32\xaa\x02\n\x06Warden\x12\x46\n\tAuthorize\x12\x1b.warden.v1.AuthorizeRequest\x1a\x1c.warden.v1.AuthorizeResponse\x12L\n\x0bRecordUsage\x12\x1d.warden.v1.RecordUsageRequest\x1a\x1e.warden.v1.RecordUsageResponse\x12:\n\x05\x41udit\x12\x17.warden.v1.AuditRequest\x1a\x18.warden.v1.AuditResponse\x12N\n\x0bStreamAudit\x12\x1d.warden.v1.StreamAuditRequest\x1a\x1e.warden.v1.StreamAuditResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16warden/v1/warden.proto\x12\twarden.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15warden/v1/types.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\":\n\x07Subject\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\x81\x03\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x03\x12(\n\x08messages\x18\x07 \x03(\x0b\x32\x16.warden.v1.ChatMessage\x12\x0f\n\x07user_id\x18\x08 \x01(\t\x12#\n\x07subject\x18\t \x01(\x0b\x32\x12.warden.v1.Subject\x12\x37\n\x06labels\x18\n \x03(\x0b\x32\'.warden.v1.AuthorizeRequest.LabelsEntry\x12\x13\n\x0brag_sources\x18\x0b \x03(\t\x12\x19\n\x11min_output_tokens\x18\x0c \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc1\x01\n\x0cPolicyResult\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x1f\n\x05scope\x18\x02 \x01(\x0b\x32\x10.warden.v1.Scope\x12\x13\n\x0bpolicy_type\x18\x03 \x01(\t\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.warden.v1.PolicyMode\x12\x0f\n\x07\x61llowed\x18\x05 \x01(\x08\x12!\n\x06reason\x18\x06 \x01(\x0e\x32\x11.warden.v1.Reason\x12\x0f\n\x07message\x18\x07 \x01(\t\"\xb6\x01\n\x0bLimitStatus\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x1f\n\x05scope\x18\x02 \x01(\x0b\x32\x10.warden.v1.Scope\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.warden.v1.Metric\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x11\n\tremaining\x18\x05 \x01(\x03\x12.\n\nreset_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x05Route\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x03 \x01(\x03\x12)\n\tfallbacks\x18\x04 \x03(\x0b\x32\x16.warden.v1.RouteTarget\"O\n\x08Identity\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\napi_key_id\x18\x04 \x01(\t\"\xbf\x02\n\x11\x41uthorizeResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.warden.v1.Decision\x12!\n\x06reason\x18\x02 \x01(\x0e\x32\x11.warden.v1.Reason\x12(\n\x07results\x18\x03 \x03(\x0b\x32\x17.warden.v1.PolicyResult\x12&\n\x06limits\x18\x04 \x03(\x0b\x32\x16.warden.v1.LimitStatus\x12\x1f\n\x05route\x18\x05 \x01(\x0b\x32\x10.warden.v1.Route\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0ereservation_id\x18\x07 \x01(\t\x12%\n\x08identity\x18\x08 \x01(\x0b\x32\x13.warden.v1.Identity\"\xb3\x02\n\x12RecordUsageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.warden.v1.Usage\x12\x18\n\x0b\x63ost_micros\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12#\n\x07outcome\x18\x07 \x01(\x0e\x32\x12.warden.v1.Outcome\x12*\n\x07latency\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0ereservation_id\x18\t \x01(\t\x12#\n\x07subject\x18\n \x01(\x0b\x32\x12.warden.v1.SubjectB\x0e\n\x0c_cost_micros\"=\n\x13RecordUsageResponse\x12\x13\n\x0b\x63ost_micros\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xcb\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12+\n\nattributes\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"k\n\x0c\x41uditRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.warden.v1.AuditEvent\x12#\n\x07subject\x18\x03 \x01(\x0b\x32\x12.warden.v1.Subject\"4\n\rAuditResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x11\n\tevent_ids\x18\x02 \x03(\t\"q\n\x12StreamAuditRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.warden.v1.AuditEvent\x12#\n\x07subject\x18\x03 \x01(\x0b\x32\x12.warden.v1.Subject\"\'\n\x13StreamAuditResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*d\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_COMPLETED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x15\n\x11OUTCOME_CANCELLED\x10\x03\x32\xaa\x02\n\x06Warden\x12\x46\n\tAuthorize\x12\x1b.warden.v1.AuthorizeRequest\x1a\x1c.warden.v1.AuthorizeResponse\x12L\n\x0bRecordUsage\x12\x1d.warden.v1.RecordUsageRequest\x1a\x1e.warden.v1.RecordUsageResponse\x12:\n\x05\x41udit\x12\x17.warden.v1.AuditRequest\x1a\x18.warden.v1.AuditResponse\x12N\n\x0bStreamAudit\x12\x1d.warden.v1.StreamAuditRequest\x1a\x1e.warden.v1.StreamAuditResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,42 +37,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHORIZEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_AUTHORIZEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=2416
-  _globals['_DECISION']._serialized_end=2491
-  _globals['_OUTCOME']._serialized_start=2493
-  _globals['_OUTCOME']._serialized_end=2593
+  _globals['_DECISION']._serialized_start=2443
+  _globals['_DECISION']._serialized_end=2518
+  _globals['_OUTCOME']._serialized_start=2520
+  _globals['_OUTCOME']._serialized_end=2620
   _globals['_CHATMESSAGE']._serialized_start=155
   _globals['_CHATMESSAGE']._serialized_end=199
   _globals['_SUBJECT']._serialized_start=201
   _globals['_SUBJECT']._serialized_end=259
   _globals['_AUTHORIZEREQUEST']._serialized_start=262
-  _globals['_AUTHORIZEREQUEST']._serialized_end=620
-  _globals['_AUTHORIZEREQUEST_LABELSENTRY']._serialized_start=575
-  _globals['_AUTHORIZEREQUEST_LABELSENTRY']._serialized_end=620
-  _globals['_POLICYRESULT']._serialized_start=623
-  _globals['_POLICYRESULT']._serialized_end=816
-  _globals['_LIMITSTATUS']._serialized_start=819
-  _globals['_LIMITSTATUS']._serialized_end=1001
-  _globals['_ROUTE']._serialized_start=1003
-  _globals['_ROUTE']._serialized_end=1113
-  _globals['_IDENTITY']._serialized_start=1115
-  _globals['_IDENTITY']._serialized_end=1194
-  _globals['_AUTHORIZERESPONSE']._serialized_start=1197
-  _globals['_AUTHORIZERESPONSE']._serialized_end=1516
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=1519
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=1826
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=1828
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=1889
-  _globals['_AUDITEVENT']._serialized_start=1892
-  _globals['_AUDITEVENT']._serialized_end=2095
-  _globals['_AUDITREQUEST']._serialized_start=2097
-  _globals['_AUDITREQUEST']._serialized_end=2204
-  _globals['_AUDITRESPONSE']._serialized_start=2206
-  _globals['_AUDITRESPONSE']._serialized_end=2258
-  _globals['_STREAMAUDITREQUEST']._serialized_start=2260
-  _globals['_STREAMAUDITREQUEST']._serialized_end=2373
-  _globals['_STREAMAUDITRESPONSE']._serialized_start=2375
-  _globals['_STREAMAUDITRESPONSE']._serialized_end=2414
-  _globals['_WARDEN']._serialized_start=2596
-  _globals['_WARDEN']._serialized_end=2894
+  _globals['_AUTHORIZEREQUEST']._serialized_end=647
+  _globals['_AUTHORIZEREQUEST_LABELSENTRY']._serialized_start=602
+  _globals['_AUTHORIZEREQUEST_LABELSENTRY']._serialized_end=647
+  _globals['_POLICYRESULT']._serialized_start=650
+  _globals['_POLICYRESULT']._serialized_end=843
+  _globals['_LIMITSTATUS']._serialized_start=846
+  _globals['_LIMITSTATUS']._serialized_end=1028
+  _globals['_ROUTE']._serialized_start=1030
+  _globals['_ROUTE']._serialized_end=1140
+  _globals['_IDENTITY']._serialized_start=1142
+  _globals['_IDENTITY']._serialized_end=1221
+  _globals['_AUTHORIZERESPONSE']._serialized_start=1224
+  _globals['_AUTHORIZERESPONSE']._serialized_end=1543
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=1546
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=1853
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=1855
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=1916
+  _globals['_AUDITEVENT']._serialized_start=1919
+  _globals['_AUDITEVENT']._serialized_end=2122
+  _globals['_AUDITREQUEST']._serialized_start=2124
+  _globals['_AUDITREQUEST']._serialized_end=2231
+  _globals['_AUDITRESPONSE']._serialized_start=2233
+  _globals['_AUDITRESPONSE']._serialized_end=2285
+  _globals['_STREAMAUDITREQUEST']._serialized_start=2287
+  _globals['_STREAMAUDITREQUEST']._serialized_end=2400
+  _globals['_STREAMAUDITRESPONSE']._serialized_start=2402
+  _globals['_STREAMAUDITRESPONSE']._serialized_end=2441
+  _globals['_WARDEN']._serialized_start=2623
+  _globals['_WARDEN']._serialized_end=2921
 # @@protoc_insertion_point(module_scope)

@@ -52,7 +52,7 @@ class Subject(_message.Message):
     def __init__(self, org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("request_id", "api_key", "model", "provider", "input_tokens", "max_output_tokens", "messages", "user_id", "subject", "labels", "rag_sources")
+    __slots__ = ("request_id", "api_key", "model", "provider", "input_tokens", "max_output_tokens", "messages", "user_id", "subject", "labels", "rag_sources", "min_output_tokens")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class AuthorizeRequest(_message.Message):
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     RAG_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    MIN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     api_key: str
     model: str
@@ -82,7 +83,8 @@ class AuthorizeRequest(_message.Message):
     subject: Subject
     labels: _containers.ScalarMap[str, str]
     rag_sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., api_key: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., user_id: _Optional[str] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., rag_sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    min_output_tokens: int
+    def __init__(self, request_id: _Optional[str] = ..., api_key: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., user_id: _Optional[str] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., rag_sources: _Optional[_Iterable[str]] = ..., min_output_tokens: _Optional[int] = ...) -> None: ...
 
 class PolicyResult(_message.Message):
     __slots__ = ("policy_id", "scope", "policy_type", "mode", "allowed", "reason", "message")

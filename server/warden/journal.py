@@ -1,0 +1,233 @@
+"""A local, append-only journal (an outbox): the sidecar writes a record here before it
+acknowledges the work, and a background flusher later applies sealed segments to Postgres.
+
+Format: a directory (mode 0700) holding `LOCK` and segment files `<16-digit counter>.wal`, whose
+names sort in creation order. A segment is a run of records, each
+`4-byte big-endian body length | 4-byte big-endian zlib.crc32(body) | body`, the body being
+compact UTF-8 JSON of one dict.
+
+Guarantees:
+- A record `append` returned for survives SIGKILL of the process (it went through os.write).
+- A record whose `sync` returned also survives a machine crash (fdatasync; a new segment's
+  directory entry is fsynced before any record in it can be reported synced).
+- A crash can tear only the tail of a segment; `open` keeps the valid records before a torn or
+  corrupt record and counts the discarded tails in `torn_tails`.
+- Records are applied at least once: a crash between applying a segment and `done` replays it.
+- After an fsync failure nothing is reported synced again (the kernel may have dropped the
+  dirty pages and cleared the error), so every later `sync` raises OSError too.
+- One `Journal` per directory at a time: an exclusive flock on `LOCK`, released by the kernel
+  when the process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+_HEADER = struct.Struct(">II")
+_SUFFIX = ".wal"
+
+
+class JournalError(RuntimeError):
+    pass
+
+
+@dataclass
+class Segment:
+    path: Path
+    records: list[dict]
+
+
+class Journal:
+    def __init__(self, directory: Path, fsync: bool = True) -> None:
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.torn_tails = 0
+        self.fsyncs = 0  # fdatasync calls on segments, for tests and metrics
+        self._lock_fd = -1
+        self._fd = -1
+        self._path = Path()
+        self._size = 0  # bytes in the current segment, to undo a failed write
+        self._current: list[dict] = []
+        self._sealed: list[Segment] = []
+        self._counter = 0
+        self._seq = 0  # last sequence number handed out
+        self._synced = 0  # every record up to here is known durable
+        self._failed: OSError | None = None
+        self._io = asyncio.Lock()  # one fdatasync (sync, seal or close) at a time
+        self._next: asyncio.Future[None] | None = None  # the fsync new callers wait for
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def open(self) -> list[Segment]:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalError(f"journal directory {self.directory} is locked by another "
+                               "process (or another Journal in this one)") from None
+        self._lock_fd = fd
+        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+            if not path.stem.isdigit():
+                continue
+            self._counter = max(self._counter, int(path.stem))
+            records = self._read(path.read_bytes())
+            if records:
+                self._sealed.append(Segment(path, records))
+            else:  # nothing to apply: an empty segment, or one torn before its first record
+                path.unlink()
+        self._fd, self._path = self._new_segment()
+        if self.fsync:
+            self._fsync_dir()
+        return list(self._sealed)
+
+    def append(self, record: dict) -> int:
+        body = json.dumps(record, separators=(",", ":")).encode()
+        data = _HEADER.pack(len(body), zlib.crc32(body)) + body
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            # A half-written record would hide every later one from open(): cut it off.
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+        self._current.append(record)
+        self._seq += 1
+        return self._seq
+
+    async def sync(self, seq: int) -> None:
+        if not self.fsync or seq <= self._synced:
+            return
+        if self._failed is not None:
+            raise OSError(self._failed.errno, f"journal fsync failed: {self._failed.strerror}")
+        if self._next is None:
+            # The fsync behind this future starts after every record written so far, and
+            # everyone who calls sync before it starts shares it.
+            self._next = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._flush(self._next))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        await asyncio.shield(self._next)
+
+    async def _flush(self, done: asyncio.Future[None]) -> None:
+        try:
+            async with self._io:
+                self._next = None
+                upto = self._seq
+                try:
+                    if self._failed is not None:
+                        raise self._failed
+                    if upto > self._synced:  # else a seal or close already covered it
+                        await asyncio.to_thread(self._fdatasync, self._fd)
+                except OSError as e:
+                    self._failed = self._failed or e
+                    done.set_exception(e)
+                else:
+                    self._synced = max(self._synced, upto)
+                    done.set_result(None)
+        finally:
+            if not done.done():
+                done.cancel()
+
+    async def seal(self) -> list[Segment]:
+        async with self._io:
+            if self._current:
+                old, old_fd, upto = Segment(self._path, self._current), self._fd, self._seq
+                # Swap first: appends made while the old segment syncs go to the new one.
+                self._fd, self._path = self._new_segment()
+                self._sealed.append(old)
+                await self._retire(old_fd, upto, new_segment=True)
+            return list(self._sealed)
+
+    def done(self, segment: Segment) -> None:
+        segment.path.unlink(missing_ok=True)
+        self._sealed = [s for s in self._sealed if s is not segment]
+        if self.fsync:
+            self._fsync_dir()
+
+    def pending(self) -> int:
+        return sum(len(s.records) for s in self._sealed) + len(self._current)
+
+    async def close(self) -> None:
+        async with self._io:
+            fd, self._fd = self._fd, -1  # appends from now on fail with EBADF
+            try:
+                if fd >= 0 and self._current:
+                    await self._retire(fd, self._seq, new_segment=False)
+                elif fd >= 0:
+                    os.close(fd)
+                    self._path.unlink(missing_ok=True)
+            finally:
+                if self._lock_fd >= 0:
+                    os.close(self._lock_fd)  # releases the flock
+                    self._lock_fd = -1
+        await asyncio.gather(*self._flushes)
+
+    async def _retire(self, fd: int, upto: int, new_segment: bool) -> None:
+        """fdatasync and close a segment holding records up to `upto`."""
+        if not self.fsync:
+            os.close(fd)
+            return
+        try:
+            # The thread closes the fd too, so a cancelled await cannot close it mid-fsync.
+            await asyncio.to_thread(self._sync_and_close, fd, new_segment)
+        except OSError as e:
+            self._failed = self._failed or e
+            raise
+        self._synced = max(self._synced, upto)
+
+    def _new_segment(self) -> tuple[int, Path]:
+        self._counter += 1
+        path = self.directory / f"{self._counter:016d}{_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._current, self._size = [], 0
+        return fd, path
+
+    def _read(self, data: bytes) -> list[dict]:
+        records, pos = [], 0
+        while pos < len(data):
+            if len(data) - pos < _HEADER.size:
+                break
+            length, crc = _HEADER.unpack_from(data, pos)
+            body = data[pos + _HEADER.size:pos + _HEADER.size + length]
+            if len(body) < length or zlib.crc32(body) != crc:
+                break
+            try:
+                record = json.loads(body)
+            except ValueError:  # includes UnicodeDecodeError
+                break
+            if not isinstance(record, dict):
+                break
+            records.append(record)
+            pos += _HEADER.size + length
+        if pos < len(data):
+            self.torn_tails += 1
+        return records
+
+    def _fdatasync(self, fd: int) -> None:
+        self.fsyncs += 1
+        os.fdatasync(fd)
+
+    def _sync_and_close(self, fd: int, new_segment: bool) -> None:
+        try:
+            self._fdatasync(fd)
+            if new_segment:  # its directory entry, before any record in it is synced
+                self._fsync_dir()
+        finally:
+            os.close(fd)
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

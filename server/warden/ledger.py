@@ -1,0 +1,297 @@
+"""The decision log, reservations and usage, written through the local journal.
+
+Authorize appends its decision (with the reservation of an allowed call) to the journal and
+answers at once: the record survives SIGKILL of the sidecar, and reaches Postgres with the next
+flush. RecordUsage checks the reservation, works out the refunds, appends the usage record and
+answers only once the journal is fsync'd, so an acknowledged settlement survives SIGKILL and a
+machine crash. A background flusher applies the journal to Postgres in batches, one round trip
+per batch (warden_flush), exactly once per request id whatever the replays; while the database
+is away the journal grows and is applied when it returns. At start, whatever a previous run
+left in the journal is applied before the sidecar serves.
+
+A request id is unique per org: this sidecar refuses a reuse it remembers (its reservations of
+the last TTL); a reuse across sidecars is found when the log is flushed, kept out of the log
+once and counted in warden_journal_dropped_total{kind="conflict"}.
+
+Only the sidecar that made a reservation refunds what the call did not use. Another one (or
+this one after a restart) reads the reservation back from the database and settles it without
+a refund: a settlement of the same call may still sit in the first sidecar's journal, only one
+of the two rows will be stored, and a refund already spent could not be taken back. Charges
+beyond the reservation travel with the row, so they count once whichever row is stored.
+
+Reservations not settled within the TTL are settled at their reserved amount by warden_expire,
+which every sidecar runs now and then; a settlement acknowledged before the TTL ended still
+replaces such an expiry when its record is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from cachetools import TTLCache
+
+from warden import metrics
+from warden.engine import AuthorizeInput, Decision, Identity
+from warden.engine.pricing import Price, cost_micros, find_price
+from warden.errors import WardenError
+from warden.journal import Journal
+from warden.quota import Part, Quotas
+
+log = logging.getLogger("warden.ledger")
+
+BATCH = 1000  # journal records per warden_flush call: well inside WARDEN_DB_TIMEOUT_SECONDS
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "model", "provider",
+                "outcome", "latency_ms")
+
+
+@dataclass(slots=True)
+class Reservation:
+    org_id: str
+    request_id: str
+    deciding: bool = True  # Authorize has not recorded its decision yet
+    allowed: bool = False
+    reservation_id: str = ""
+    model: str = ""
+    provider: str = ""
+    parts: tuple[Part, ...] = ()
+    expire_time: datetime | None = None
+    settled: Mapping[str, Any] | None = None  # the usage stored for it
+    settled_seq: int = 0  # its journal record, 0 when it came from the database
+    own: bool = True  # made by this sidecar's Authorize (not read back from the database)
+
+
+def _part(data: Mapping[str, Any]) -> Part:
+    bucket = data.get("bucket_start")
+    return Part(data["policy_id"], datetime.fromisoformat(bucket) if bucket else None,
+                data["metric"], int(data["amount"]))
+
+
+class Ledger:
+    def __init__(self, pool: asyncpg.Pool, journal: Journal, quotas: Quotas,
+                 clock: Callable[[], datetime], ttl: float, flush_interval: float,
+                 max_entries: int) -> None:
+        self._pool = pool
+        self._journal = journal
+        self._quotas = quotas
+        self._clock = clock
+        self.ttl = timedelta(seconds=ttl)
+        self._flush_interval = flush_interval
+        self._recent: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl + 300)
+        self._flushing = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        """Apply what an earlier run left in the journal, then flush and expire until stop()."""
+        self._journal.open()
+        metrics.JOURNAL_PENDING.set_function(self._journal.pending)
+        try:
+            await self.flush()
+        except Exception:  # noqa: BLE001 - serve anyway; the flusher keeps trying
+            metrics.JOURNAL_FLUSH_FAILURES.inc()
+            log.exception("the journal left by the last run could not be applied yet; "
+                          "settlements of its calls answer NOT_FOUND until it is")
+        self._tasks = [asyncio.create_task(self._flush_loop()),
+                       asyncio.create_task(self._expire_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        try:
+            await self.flush()
+        except Exception:  # noqa: BLE001 - the journal keeps it for the next start
+            log.warning("journal not flushed at shutdown; the next start applies it",
+                        exc_info=True)
+        await self._journal.close()
+
+    # -- Authorize -----------------------------------------------------------------------------
+
+    def claim(self, org_id: str, request_id: str) -> Reservation:
+        """Hold a request id for one Authorize; ALREADY_EXISTS if this sidecar has seen it."""
+        if (org_id, request_id) in self._recent:
+            raise WardenError("ALREADY_EXISTS", "REQUEST_ID_REUSED",
+                              f"request_id {request_id!r} was already authorized; "
+                              "use a new id for each LLM call")
+        reservation = self._recent[(org_id, request_id)] = Reservation(org_id, request_id)
+        return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        """Authorize failed before deciding: the id may be used again."""
+        if reservation.deciding:
+            self._recent.pop((reservation.org_id, reservation.request_id), None)
+
+    def record(self, reservation: Reservation, identity: Identity, request: AuthorizeInput,
+               decision: Decision, parts: list[Part], reserved_cost: int) -> str:
+        """Log the decision (durable against SIGKILL once this returns); return the
+        reservation id of an allowed call."""
+        now = self._clock()
+        route = decision.route
+        r = reservation
+        r.deciding, r.allowed = False, decision.allowed
+        r.model = route.model if route else request.model
+        r.provider = route.provider if route else request.provider
+        if decision.allowed:
+            r.reservation_id, r.parts = uuid.uuid4().hex, tuple(parts)
+            r.expire_time = now + self.ttl
+        self._journal.append({
+            "kind": "decision", "org_id": identity.org_id, "request_id": request.request_id,
+            "app_id": identity.app_id, "api_key_id": identity.api_key_id,
+            "user_id": request.user_id or identity.user_id, "model": r.model,
+            "provider": r.provider, "decision": "allow" if decision.allowed else "deny",
+            "reason": decision.reason.value, "input_tokens": request.input_tokens,
+            "max_output_tokens": route.max_output_tokens if route else
+            request.max_output_tokens,
+            "create_time": now.isoformat(), "reservation_id": r.reservation_id,
+            "reserved": [{"policy_id": p.policy_id, "metric": p.metric, "amount": p.amount,
+                          "bucket_start": p.bucket.isoformat() if p.bucket else None}
+                         for p in r.parts],
+            "reserved_cost_micros": reserved_cost if decision.allowed else 0,
+            "expire_time": r.expire_time.isoformat() if r.expire_time else None})
+        return r.reservation_id
+
+    # -- RecordUsage ---------------------------------------------------------------------------
+
+    async def settle(self, org_id: str, usage: dict[str, Any], reservation_id: str,
+                     reported_cost: int | None,
+                     prices: Mapping[tuple[str, str], Price]) -> tuple[int, bool]:
+        """Store the usage of an allowed call once and settle its reservation; return
+        (cost_micros, duplicate). Acknowledge only what the journal holds durably."""
+        request_id = usage["request_id"]
+        r = await self._reservation(org_id, request_id)
+        if not r.allowed:
+            raise WardenError("FAILED_PRECONDITION", "REQUEST_NOT_AUTHORIZED",
+                              f"request_id {request_id!r} was denied by Authorize")
+        if reservation_id and reservation_id != r.reservation_id:
+            raise WardenError("INVALID_ARGUMENT", "INVALID_ARGUMENT",
+                              f"reservation_id does not match request_id {request_id!r}",
+                              [("reservation_id", "is not the reservation Authorize returned "
+                                "for this request_id")])
+        row = {**usage, "model": usage["model"] or r.model,
+               "provider": usage["provider"] or r.provider}
+        if reported_cost is not None:
+            row.update(cost_micros=reported_cost, cost_source="reported")
+        else:
+            price = find_price(prices, row["provider"], row["model"])
+            if price is None:
+                raise WardenError(
+                    "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
+                    f"model {row['model']!r} (provider {row['provider']!r}) has no price; "
+                    "set one with Admin.SetModelPrice or report cost_micros")
+            row.update(cost_micros=cost_micros(price, row["input_tokens"], row["output_tokens"],
+                                               row["cached_input_tokens"]),
+                       cost_source="priced")
+        if r.settled is not None:
+            return await self._settled_again(r, row)
+        if r.expire_time is not None and self._clock() >= r.expire_time:
+            raise self._expired(r)
+        actual = {"REQUESTS": 1, "INPUT_TOKENS": row["input_tokens"],
+                  "OUTPUT_TOKENS": row["output_tokens"],
+                  "TOTAL_TOKENS": row["input_tokens"] + row["output_tokens"],
+                  "COST_MICROS": row["cost_micros"]}
+        record = {**row, "kind": "usage", "org_id": org_id,
+                  "record_time": self._clock().isoformat(),
+                  "adjustments": self._quotas.settle(list(r.parts), actual, refund=r.own)}
+        r.settled, r.settled_seq = record, self._journal.append(record)
+        await self._journal.sync(r.settled_seq)
+        return row["cost_micros"], False
+
+    async def _settled_again(self, r: Reservation, row: Mapping[str, Any]) -> tuple[int, bool]:
+        settled = r.settled
+        assert settled is not None
+        if settled["outcome"] == "expired":
+            raise self._expired(r)
+        if r.settled_seq:
+            await self._journal.sync(r.settled_seq)
+        # A priced cost may differ on retry if the price changed meanwhile; that is no conflict.
+        fields = USAGE_FIELDS + (("cost_micros",) if row["cost_source"] == "reported" else ())
+        if any(settled[f] != row[f] for f in fields):
+            raise WardenError("ALREADY_EXISTS", "USAGE_CONFLICT",
+                              f"usage for request_id {r.request_id!r} was already recorded "
+                              "with different values")
+        return settled["cost_micros"], True
+
+    def _expired(self, r: Reservation) -> WardenError:
+        return WardenError(
+            "FAILED_PRECONDITION", "RESERVATION_EXPIRED",
+            f"the reservation of request_id {r.request_id!r} expired at "
+            f"{r.expire_time.isoformat() if r.expire_time else '?'} (TTL "
+            f"{self.ttl.total_seconds():g} s) and was settled at its reserved amount")
+
+    async def _reservation(self, org_id: str, request_id: str) -> Reservation:
+        r = self._recent.get((org_id, request_id))
+        if r is not None and not r.deciding:
+            return r
+        metrics.DB_ROUND_TRIPS.labels("settle").inc()
+        row = await self._pool.fetchrow(
+            "SELECT r.decision, r.model, r.provider, r.reservation_id, r.reserved,"
+            " r.expire_time, to_jsonb(u) AS usage FROM requests r LEFT JOIN usage u"
+            " USING (org_id, request_id) WHERE r.org_id = $1 AND r.request_id = $2",
+            org_id, request_id)
+        if row is None:
+            raise WardenError(
+                "NOT_FOUND", "NOT_FOUND",
+                f"no Authorize was made for request_id {request_id!r} (one made through another "
+                f"sidecar reaches the database within {self._flush_interval:g} s)")
+        known = self._recent.get((org_id, request_id))
+        if known is not None and not known.deciding:
+            return known  # a concurrent call loaded it first: one object per request id
+        r = Reservation(org_id, request_id, False, row["decision"] == "allow",
+                        row["reservation_id"], row["model"], row["provider"],
+                        tuple(_part(p) for p in row["reserved"]), row["expire_time"],
+                        row["usage"], own=False)
+        self._recent[(org_id, request_id)] = r
+        return r
+
+    # -- background ----------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Apply every sealed journal segment to the database, oldest first."""
+        async with self._flushing:
+            for segment in await self._journal.seal():
+                for start in range(0, len(segment.records), BATCH):
+                    await self._apply(segment.records[start:start + BATCH])
+                self._journal.done(segment)
+
+    async def _apply(self, records: list[dict]) -> None:
+        decisions = [r for r in records if r["kind"] == "decision"]
+        usage = [r for r in records if r["kind"] == "usage"]
+        metrics.DB_ROUND_TRIPS.labels("flush").inc()
+        result = await self._pool.fetchrow("SELECT * FROM warden_flush($1::jsonb, $2::jsonb)",
+                                           decisions, usage)
+        if result["requests_conflicting"]:
+            metrics.JOURNAL_DROPPED.labels("conflict").inc(result["requests_conflicting"])
+            log.warning("request ids already logged by another sidecar",
+                        extra={"count": result["requests_conflicting"]})
+        if result["usage_orphaned"]:
+            metrics.JOURNAL_DROPPED.labels("orphan").inc(result["usage_orphaned"])
+            log.error("usage for requests the database has not logged",
+                      extra={"count": result["usage_orphaned"]})
+
+    async def _flush_loop(self) -> None:
+        delay = self._flush_interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.flush()
+                delay = self._flush_interval
+            except Exception as exc:  # noqa: BLE001 - the journal keeps it; retried
+                metrics.JOURNAL_FLUSH_FAILURES.inc()
+                log.warning("journal flush failed; retrying", extra={"error": repr(exc)})
+                delay = min(max(delay * 2, self._flush_interval), 2.0)
+
+    async def _expire_loop(self) -> None:
+        interval = min(self.ttl.total_seconds() / 4, 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                metrics.DB_ROUND_TRIPS.labels("expire").inc()
+                expired = await self._pool.fetchval("SELECT warden_expire(10000)")
+                metrics.RESERVATIONS_EXPIRED.inc(expired)
+            except Exception as exc:  # noqa: BLE001 - next round
+                log.warning("expiring reservations failed", extra={"error": repr(exc)})

@@ -1,0 +1,334 @@
+"""Quota leases: exact global limits without a database round trip per decision.
+
+Every quota (rate limit or budget) is counted in Postgres by what it has handed out
+(migrations/0003_quotas.sql). A sidecar takes a slice of a quota's remaining allowance with one
+call to warden_lease, spends it locally, and asks again when it runs short. Since the database
+never hands out more than the limit, and a sidecar never spends more than it was handed, the
+total admitted across any number of sidecars never exceeds the limit.
+
+- Slices: an eighth of what was left at the last grant (so sidecars near the limit take single
+  units and none can starve the others), capped at about LEASE_HORIZON seconds of this
+  sidecar's recent spending. A sidecar that got less than it asked for asks again at most every
+  EMPTY_RETRY seconds.
+- A lease lives as long as its bucket (a 1/120 of a sliding window; a budget's period); what is
+  unspent when it ends, or at shutdown, is given back.
+- All or nothing: the leases a call needs are refilled first; then, with no await in between,
+  engine.fit() says what they cover and either every amount is taken or none.
+- Settlement: a reservation's difference from actual usage goes back into the live lease it
+  came from, or to its bucket in the database (carried by the usage record, applied once).
+- Database away: what a sidecar holds stays spendable. Beyond it, a fail_open quota admits and
+  owes the amount (charged at the next grant); a fail_closed one denies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from warden import metrics
+from warden.engine import Fit, PolicyRecord, QuotaCheck, QuotaOutcome, fit
+from warden.store.postgres import database_unavailable
+
+log = logging.getLogger("warden.quota")
+
+DOWN_FOR = 0.5  # after the database failed, don't ask it again for this long
+EMPTY_RETRY = 0.1  # a quota that had less left than asked is asked again at most this often
+LEASE_HORIZON = 4.0  # a slice covers at most about this many seconds of recent spending
+RETURN_INTERVAL = 0.25  # how often unspent allowance of ended leases is given back
+# Refill rounds one decision may wait for: others may spend a refill first, but each round
+# either gets allowance or finds the quota exhausted, so this bound is only a safety net.
+ATTEMPTS = 50
+
+_LEASE = "SELECT * FROM warden_lease($1, $2, $3, $4, $5, $6, $7, $8)"
+_ADJUST = "SELECT warden_adjust($1::text[], $2::timestamptz[], $3::bigint[])"
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one call took from one quota: settlement refunds or charges the difference."""
+
+    policy_id: str
+    bucket: datetime | None  # None: admitted fail-open, owed rather than leased
+    metric: str
+    amount: int
+
+
+def _setting(policy: PolicyRecord) -> tuple:
+    """Leases are per policy setting: a changed limit or window starts a new lease."""
+    return policy.limit, _window(policy)
+
+
+def _window(policy: PolicyRecord) -> tuple[timedelta | None, str]:
+    if policy.budget is not None:
+        return None, policy.budget.period.lower()
+    assert policy.rate_limit is not None
+    return timedelta(seconds=policy.rate_limit.window_seconds), ""
+
+
+@dataclass
+class Lease:
+    policy: PolicyRecord
+    available: int = 0  # granted and not yet spent
+    debt: int = 0  # admitted fail-open, to charge at the next grant
+    bucket: datetime | None = None
+    until: float = 0.0  # monotonic end of the bucket
+    unleased: int = 0  # what no sidecar held at the last grant
+    reset_time: datetime | None = None
+    last_grant: int = 0
+    short_at: float = float("-inf")  # when a grant last came back short
+    unavailable: bool = False  # the last attempt could not reach the database
+    spent: int = 0  # since the last grant, for the spending rate
+    granted_at: float = 0.0
+    rate: float = 0.0  # spent per second, smoothed
+    wanted: int = 0  # what callers waiting for the next refill are short of, together
+    refill: asyncio.Future | None = field(default=None, repr=False)
+
+    def live(self, now: float) -> bool:
+        return self.bucket is not None and now < self.until
+
+    def room(self, now: float) -> int:
+        return self.available if self.live(now) else 0
+
+    def remaining(self, now: float) -> int:
+        return self.room(now) + self.unleased
+
+
+class Quotas:
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout  # a lease call slower than this counts as the database away
+        self._leases: dict[str, Lease] = {}
+        # (policy id, bucket, delta) to send: unspent allowance given back.
+        self._returns: list[tuple[str, datetime, int]] = []
+        self._down_until = 0.0
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _lease(self, policy: PolicyRecord) -> Lease:
+        lease = self._leases.get(policy.id)
+        # The cache hands out the same record until the policy changes: compare by identity
+        # first, so a decision builds nothing here in the common case.
+        if lease is None or (lease.policy is not policy
+                             and _setting(lease.policy) != _setting(policy)):
+            owed = 0
+            if lease is not None:  # the policy's limit or window changed
+                self._give_back(lease)
+                owed = lease.debt
+            lease = self._leases[policy.id] = Lease(policy, debt=owed)
+        else:
+            lease.policy = policy
+        return lease
+
+    def _give_back(self, lease: Lease) -> None:
+        """End the lease's current bucket: its unspent allowance goes back to the database."""
+        if lease.bucket is not None and lease.available > 0:
+            self._returns.append((lease.policy.id, lease.bucket, -lease.available))
+        lease.available = 0
+        lease.bucket = None
+
+    def _slice(self, lease: Lease) -> int:
+        remaining = lease.unleased if lease.granted_at else lease.policy.limit
+        want = max(remaining // 8, 1)
+        if lease.rate > 0:
+            want = min(want, max(int(lease.rate * LEASE_HORIZON), 1))
+        wanted, lease.wanted = lease.wanted, 0
+        return max(want, wanted)
+
+    async def _refill(self, lease: Lease, short: int) -> None:
+        """Wait for the grant in flight, or send one. A caller that joins a grant already in
+        flight adds what it is short of to the next one; take() asks again if it is still
+        short once this one is back."""
+        lease.wanted += short
+        if lease.refill is None:
+            lease.refill = asyncio.ensure_future(self._grant(lease, self._slice(lease)))
+        await asyncio.shield(lease.refill)
+
+    async def _grant(self, lease: Lease, want: int) -> None:
+        try:
+            await self._ask(lease, want)
+        finally:
+            lease.refill = None  # before any waiter wakes
+
+    async def _ask(self, lease: Lease, want: int) -> None:
+        now = time.monotonic()
+        if now < self._down_until:
+            lease.unavailable = True
+            return
+        policy, debt = lease.policy, lease.debt
+        window, period = _window(policy)
+        # An ended lease gives back what it did not spend in this same call, so that the
+        # allowance is not stranded until the next background return.
+        returned_bucket, returned = lease.bucket, 0
+        if returned_bucket is not None and not lease.live(now):
+            returned, lease.available, lease.bucket = max(lease.available, 0), 0, None
+        metrics.DB_ROUND_TRIPS.labels("lease").inc()
+        try:
+            row = await asyncio.wait_for(
+                self._pool.fetchrow(_LEASE, policy.id, policy.limit, want, window, period, debt,
+                                    returned_bucket, returned), self._timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the lease as it was
+            if returned:
+                self._returns.append((policy.id, returned_bucket, -returned))
+            lease.unavailable = True
+            metrics.LEASE_GRANTS.labels("unavailable").inc()
+            if database_unavailable(exc):
+                self._down_until = time.monotonic() + DOWN_FOR
+            else:
+                log.exception("lease failed", extra={"policy_id": policy.id})
+            return
+        lease.unavailable = False
+        lease.debt -= debt
+        if lease.bucket != row["bucket_start"]:
+            self._give_back(lease)
+            lease.bucket = row["bucket_start"]
+        granted = row["granted"]
+        lease.available += granted
+        # The bucket's end on this sidecar's monotonic clock, measured from before the call,
+        # so the lease never outlives its bucket on the database clock.
+        lease.until = now + (row["bucket_end"] - row["db_now"]).total_seconds()
+        lease.unleased = max(policy.limit - row["used"], 0)
+        lease.reset_time = row["reset_time"]
+        elapsed = now - lease.granted_at if lease.granted_at else 0.0
+        if elapsed > 0:
+            lease.rate = 0.5 * lease.rate + 0.5 * lease.spent / elapsed
+        lease.spent, lease.granted_at, lease.last_grant = 0, now, granted
+        if granted < want:
+            lease.short_at = time.monotonic()
+        metrics.LEASE_GRANTS.labels("full" if granted == want else
+                                    "partial" if granted else "empty").inc()
+
+    def _may_ask(self, lease: Lease, now: float) -> bool:
+        return now >= self._down_until and (now - lease.short_at >= EMPTY_RETRY
+                                            or not lease.live(now))
+
+    def _prefetch(self, lease: Lease, now: float) -> None:
+        """Refill in the background before a live lease runs dry, if the quota has more."""
+        if (lease.refill is None and lease.live(now) and lease.unleased > 0
+                and lease.available * 4 < lease.last_grant and self._may_ask(lease, now)):
+            task = asyncio.ensure_future(self._refill(lease, 0))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    async def take(self, checks: list[QuotaCheck], want_output: int, least_output: int,
+                   db_now: datetime) -> tuple[list[QuotaOutcome], Fit, list[Part]]:
+        """Take every check's amount or none; return the outcomes, what fit() allowed, and
+        the parts taken (empty when denied)."""
+        leases = [self._lease(c.policy) for c in checks]
+        for attempt in range(ATTEMPTS):
+            now = time.monotonic()
+            waits = []
+            for check, lease in zip(checks, leases, strict=True):
+                short = check.demand.amount(want_output) - lease.room(now)
+                if short > 0 and self._may_ask(lease, now):
+                    waits.append(self._refill(lease, short))
+            if waits:
+                await asyncio.gather(*waits)
+            now = time.monotonic()
+            down = now < self._down_until
+            away = [down or lease.unavailable for lease in leases]
+            rooms = [None if gone and check.policy.failure_mode == "fail_open"
+                     and check.demand.amount(least_output) > lease.room(now) else lease.room(now)
+                     for check, lease, gone in zip(checks, leases, away, strict=True)]
+            got = fit(checks, rooms, want_output, least_output)
+            allowed = all(ok for check, ok in zip(checks, got.fits, strict=True)
+                          if check.policy.enforced)
+            if allowed or not waits or attempt == ATTEMPTS - 1:
+                break
+        parts, outcomes = [], []
+        for i, (check, lease) in enumerate(zip(checks, leases, strict=True)):
+            # Each check reports whether it passed; amounts are taken only if all enforced did.
+            amount = check.demand.amount(got.max_output) if allowed and got.fits[i] else 0
+            if amount:
+                parts.append(self._spend(lease, rooms[i] is None, amount, now))
+            outcomes.append(QuotaOutcome(
+                check, got.fits[i], amount,
+                None if away[i] else lease.remaining(now), db_now, lease.reset_time,
+                unavailable=away[i] and not got.fits[i], binding=got.binding[i]))
+            self._prefetch(lease, now)
+        return outcomes, got, parts
+
+    def _spend(self, lease: Lease, owed: bool, amount: int, now: float) -> Part:
+        lease.spent += amount
+        if not owed:
+            lease.available -= amount
+            return Part(lease.policy.id, lease.bucket, lease.policy.metric, amount)
+        # Fail-open beyond what is held: spend the lease, owe the rest.
+        held = max(lease.room(now), 0)
+        lease.available -= held
+        lease.debt += amount - held
+        metrics.FAIL_OPEN_ADMITS.inc()
+        return Part(lease.policy.id, None, lease.policy.metric, amount)
+
+    # -- settlement ------------------------------------------------------------------------------
+
+    def settle(self, parts: list[Part], actual: dict[str, int], refund: bool) -> list[dict]:
+        """Refund (only if `refund`) or charge each part's difference from the actual amount of
+        its metric: into its lease while that lease still holds the same bucket, else as an
+        adjustment of the bucket in the database (returned for the usage record, applied with
+        it, once). Charges of a reservation made elsewhere always travel with the record."""
+        adjustments = []
+        now = time.monotonic()
+        for part in parts:
+            delta = actual[part.metric] - part.amount
+            if not delta or part.bucket is None or (delta < 0 and not refund):
+                continue
+            lease = self._leases.get(part.policy_id)
+            if refund and lease is not None and lease.live(now) and lease.bucket == part.bucket:
+                local = -delta if delta < 0 else -min(delta, max(lease.available, 0))
+                lease.available += local
+                delta += local
+            if delta:
+                adjustments.append({"policy_id": part.policy_id,
+                                    "bucket_start": part.bucket.isoformat(), "delta": delta})
+        return adjustments
+
+    # -- background ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until cancelled: give back the allowance of ended leases and charge debts."""
+        while True:
+            await asyncio.sleep(RETURN_INTERVAL)
+            try:
+                await self.flush_returns()
+                now = time.monotonic()
+                for lease in list(self._leases.values()):
+                    if lease.debt and lease.refill is None and self._may_ask(lease, now):
+                        await self._refill(lease, 0)
+            except Exception:  # noqa: BLE001 - kept for the next round
+                log.warning("returning lease allowance failed; will retry", exc_info=True)
+
+    async def flush_returns(self) -> None:
+        now = time.monotonic()
+        for lease in self._leases.values():
+            if lease.bucket is not None and not lease.live(now):
+                self._give_back(lease)
+        if not self._returns:
+            return
+        returns, self._returns = self._returns, []
+        metrics.DB_ROUND_TRIPS.labels("adjust").inc()
+        try:
+            await asyncio.wait_for(self._pool.execute(
+                _ADJUST, [r[0] for r in returns], [r[1] for r in returns],
+                [r[2] for r in returns]), self._timeout)
+        except BaseException:
+            self._returns[:0] = returns
+            raise
+
+    async def release(self) -> None:
+        """At shutdown: let grants in flight land, then give back everything held."""
+        grants = [lease.refill for lease in self._leases.values() if lease.refill is not None]
+        if grants:
+            await asyncio.wait(grants, timeout=self._timeout * 2)
+        for task in list(self._tasks):
+            task.cancel()
+        for lease in self._leases.values():
+            self._give_back(lease)
+        await self.flush_returns()
