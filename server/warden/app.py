@@ -34,6 +34,7 @@ from warden.api.decoding import DecodeErrorInterceptor
 from warden.api.warden_service import WardenService
 from warden.cache import Cache
 from warden.components import Components
+from warden.errors import StartupError
 from warden.journal import Journal
 from warden.ledger import Ledger
 from warden.quota import Quotas
@@ -45,6 +46,7 @@ from warden.store.lookups import PostgresChangeFeed, PostgresLookupStore
 from warden.store.migrate import check_schema, migrate
 from warden.store.postgres import database_unavailable
 from warden.store.reporting import PostgresReportingStore, prune_quota_buckets
+from warden.tls import server_credentials
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
 log = logging.getLogger("warden.app")
@@ -56,10 +58,6 @@ DATABASE_COMPONENT = "warden.component.database"
 # is away: it decides from the cache, the leases it holds and each quota's failure mode, and
 # keeps decisions and usage in its journal.
 _SERVING_WITH_DATABASE = (ADMIN_SERVICE, DATABASE_COMPONENT)
-
-
-class StartupError(RuntimeError):
-    """Warden cannot start; the message says why and what to do."""
 
 
 def read_or_create_secret(path: Path) -> str:
@@ -203,22 +201,28 @@ class App:
         s = self.settings
         size = s.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[AdminAuthInterceptor(self.admin_token, components.audit),
+            interceptors=[AdminAuthInterceptor(self.admin_token, components.audit,
+                                               s.tls_admin_clients),
                           DecodeErrorInterceptor()],
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)])
         warden_pb2_grpc.add_WardenServicer_to_server(
-            WardenService(components, trust_unix_peers=bool(s.subject_socket)), server)
+            WardenService(components, trust_unix_peers=bool(s.subject_socket),
+                          trusted_clients=s.tls_trusted_clients), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(components), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (WARDEN_SERVICE, ADMIN_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"]
              .full_name, reflection.SERVICE_NAME), server)
+        credentials = server_credentials(s)
         for address in filter(None, (s.listen, s.subject_socket)):
             try:
-                port = server.add_insecure_port(address)
+                # TLS is for the network listener; the subject socket is a local Unix socket.
+                port = (server.add_secure_port(address, credentials)
+                        if credentials and address == s.listen
+                        else server.add_insecure_port(address))
             except RuntimeError as exc:
                 raise StartupError(f"cannot listen on {address}: {exc}") from None
             if address == s.listen:

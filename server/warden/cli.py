@@ -15,6 +15,7 @@ from google.protobuf import json_format
 
 from warden import cli_admin, logs
 from warden.settings import OPTIONS, Settings, SettingsError
+from warden.tls import ClientFlagsError, add_client_flags, client_channel
 
 log = logging.getLogger("warden.cli")
 
@@ -72,7 +73,8 @@ Stop with Ctrl-C.
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from warden.app import StartupError, serve
+    from warden.app import serve
+    from warden.errors import StartupError
     from warden.store.migrate import SchemaError
 
     settings = _settings(args)
@@ -116,7 +118,7 @@ def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     try:
-        with grpc.insecure_channel(args.target) as channel:
+        with client_channel(args) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
     except grpc.RpcError as exc:
@@ -135,7 +137,7 @@ def _authorize(args: argparse.Namespace) -> int:
         provider=args.provider, max_output_tokens=args.max_output_tokens,
         messages=[warden_pb2.ChatMessage(role="user", content=args.prompt)] if args.prompt else [])
     try:
-        with grpc.insecure_channel(args.target) as channel:
+        with client_channel(args) as channel:
             reply = warden_pb2_grpc.WardenStub(channel).Authorize(request, timeout=args.timeout)
     except grpc.RpcError as exc:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--target", default="127.0.0.1:50051")
         sub.add_argument("--timeout", type=float, default=5.0)
+        add_client_flags(sub)
         sub.set_defaults(run=run)
     health_parser = commands.choices["health"]
     health_parser.add_argument("--service", default="", help="service or component name")
@@ -178,6 +181,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         sys.exit(args.run(args))
-    except SettingsError as exc:
+    except (SettingsError, ClientFlagsError) as exc:
         print(f"warden: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 
 from warden.api.convert import SCOPE_KINDS
 from warden.settings import Settings
+from warden.tls import ClientFlagsError, add_client_flags, client_channel
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -39,8 +40,13 @@ class Admin:
     """An Admin stub that adds the token to every call and pages through lists."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self._metadata = (("authorization", f"Bearer {admin_token(args)}"),)
-        self._channel = grpc.insecure_channel(args.target)
+        # A client certificate may stand in for the token (WARDEN_TLS_ADMIN_CLIENTS).
+        token = admin_token(args, required=not args.client_cert)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        try:
+            self._channel = client_channel(args)
+        except ClientFlagsError as exc:
+            raise UsageError(str(exc)) from None
         self._stub = admin_pb2_grpc.AdminStub(self._channel)
         self._timeout = args.timeout
 
@@ -61,7 +67,7 @@ class Admin:
         self._channel.close()
 
 
-def admin_token(args: argparse.Namespace) -> str:
+def admin_token(args: argparse.Namespace, required: bool = True) -> str:
     """--admin-token, else WARDEN_ADMIN_TOKEN, else the token `warden serve` generated into its
     data directory (so that on the sidecar's own host no token needs to be handled at all)."""
     if args.admin_token:
@@ -72,6 +78,8 @@ def admin_token(args: argparse.Namespace) -> str:
     try:
         return path.read_text().strip()
     except OSError as exc:
+        if not required:
+            return ""
         raise UsageError(f"no admin token: pass --admin-token, set WARDEN_ADMIN_TOKEN, or run "
                          f"where the sidecar's data directory is readable ({path}: "
                          f"{exc.strerror})") from None
@@ -315,6 +323,7 @@ def _connection_flags(parser: argparse.ArgumentParser, timeout: float) -> None:
                         help="default: $WARDEN_ADMIN_TOKEN, else <data dir>/admin-token")
     parser.add_argument("--data-dir", default=None,
                         help="where to find admin-token [WARDEN_DATA_DIR]")
+    add_client_flags(parser)
 
 
 def _command(parent: Any, name: str, run: Callable[[argparse.Namespace], int], text: str,

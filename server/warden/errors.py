@@ -34,3 +34,7 @@ def already_exists(what: str) -> WardenError:
 
 def unimplemented(what: str) -> WardenError:
     return WardenError("UNIMPLEMENTED", "NOT_IMPLEMENTED", f"{what} is not implemented yet")
+
+
+class StartupError(RuntimeError):
+    """Warden cannot start; the message says why and what to do."""

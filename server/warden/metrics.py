@@ -50,8 +50,14 @@ LEASE_GRANTS = Counter(
 )
 DB_ROUND_TRIPS = Counter(
     "warden_db_round_trips_total",
-    "Database calls made by the data plane, by purpose (lease, adjust, flush, expire, settle).",
+    "Database calls made by the data plane, by purpose (lease, adjust, flush, expire, settle, "
+    "alert).",
     ["op"],
+)
+BUDGET_ALERTS = Counter(
+    "warden_budget_alerts_total",
+    "Budget alert events raised: a budget's counted spend first reached its "
+    "alert_threshold_percent in a period (counted by the sidecar that recorded the event).",
 )
 FAIL_OPEN_ADMITS = Counter(
     "warden_fail_open_admits_total",

@@ -18,6 +18,9 @@ total admitted across any number of sidecars never exceeds the limit.
   came from, or to its bucket in the database (carried by the usage record, applied once).
 - Database away: what a sidecar holds stays spendable. Beyond it, a fail_open quota admits and
   owes the amount (charged at the next grant); a fail_closed one denies.
+- Budget alerts: a grant that finds a budget's period at or over its alert threshold queues an
+  audit event (action budget.alert) whose id names the policy and period, so that whichever
+  sidecars see the crossing, it is stored once per period.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ ATTEMPTS = 50
 
 _LEASE = "SELECT * FROM warden_lease($1, $2, $3, $4, $5, $6, $7, $8)"
 _ADJUST = "SELECT warden_adjust($1::text[], $2::timestamptz[], $3::bigint[])"
+_ALERT = """
+INSERT INTO audit_events (org_id, event_id, app_id, event_time, action, attributes)
+SELECT p.org_id, $2, CASE WHEN p.scope_kind = 'app' THEN p.scope_id ELSE '' END, $3,
+       'budget.alert', $4::jsonb
+FROM policies p WHERE p.id = $1
+ON CONFLICT (org_id, event_id) DO NOTHING RETURNING org_id"""
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class Lease:
     granted_at: float = 0.0
     rate: float = 0.0  # spent per second, smoothed
     wanted: int = 0  # what callers waiting for the next refill are short of, together
+    alerted: datetime | None = None  # the budget period whose alert this sidecar has queued
     refill: asyncio.Future | None = field(default=None, repr=False)
 
     def live(self, now: float) -> bool:
@@ -105,6 +115,7 @@ class Quotas:
         self._leases: dict[str, Lease] = {}
         # (policy id, bucket, delta) to send: unspent allowance given back.
         self._returns: list[tuple[str, datetime, int]] = []
+        self._alerts: list[tuple[str, str, datetime, dict]] = []  # _ALERT's arguments
         self._down_until = 0.0
         self._tasks: set[asyncio.Task] = set()
 
@@ -200,8 +211,42 @@ class Quotas:
         lease.spent, lease.granted_at, lease.last_grant = 0, now, granted
         if granted < want:
             lease.short_at = time.monotonic()
+        self._check_alert(lease, row)
         metrics.LEASE_GRANTS.labels("full" if granted == want else
                                     "partial" if granted else "empty").inc()
+
+    def _check_alert(self, lease: Lease, row: asyncpg.Record) -> None:
+        """Queue the budget's alert event once its period's count reaches the threshold. The
+        count includes allowance leased but not yet spent, so an alert may come a few seconds
+        of spending early, never late."""
+        budget, period = lease.policy.budget, row["bucket_start"]
+        if (budget is None or not budget.alert_threshold_percent or lease.alerted == period
+                or row["used"] * 100 < budget.alert_threshold_percent * budget.limit_micros):
+            return
+        lease.alerted = period
+        policy = lease.policy
+        self._alerts.append((policy.id, f"budget-alert:{policy.id}:{period.isoformat()}",
+                             row["db_now"], {
+                                 "policy_id": policy.id, "scope_kind": policy.scope_kind,
+                                 "scope_id": policy.scope_id, "period": budget.period,
+                                 "period_start": period.isoformat(),
+                                 "period_end": row["bucket_end"].isoformat(),
+                                 "threshold_percent": budget.alert_threshold_percent,
+                                 "limit_micros": budget.limit_micros,
+                                 "counted_micros": row["used"], "mode": policy.mode}))
+
+    async def raise_alerts(self) -> None:
+        """Store the queued alert events; those that fail stay queued for the next round."""
+        while self._alerts:
+            alert = self._alerts[0]
+            metrics.DB_ROUND_TRIPS.labels("alert").inc()
+            stored = await asyncio.wait_for(self._pool.fetchval(_ALERT, *alert), self._timeout)
+            self._alerts.pop(0)
+            if stored:  # not already stored by another sidecar
+                metrics.BUDGET_ALERTS.inc()
+                log.warning("budget alert threshold reached", extra={
+                    k: alert[3][k] for k in ("policy_id", "period_start", "threshold_percent",
+                                             "counted_micros", "limit_micros")})
 
     def _may_ask(self, lease: Lease, now: float) -> bool:
         return now >= self._down_until and (now - lease.short_at >= EMPTY_RETRY
@@ -298,6 +343,7 @@ class Quotas:
             await asyncio.sleep(RETURN_INTERVAL)
             try:
                 await self.flush_returns()
+                await self.raise_alerts()
                 now = time.monotonic()
                 for lease in list(self._leases.values()):
                     if lease.debt and lease.refill is None and self._may_ask(lease, now):
@@ -332,3 +378,4 @@ class Quotas:
         for lease in self._leases.values():
             self._give_back(lease)
         await self.flush_returns()
+        await self.raise_alerts()

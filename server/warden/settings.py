@@ -76,6 +76,13 @@ def _optional_unix(value: str) -> str:
     return value
 
 
+def _names(value: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in value.split(",") if n.strip())
+    if any(any(c.isspace() for c in n) for n in names):
+        raise ValueError("expected names separated by commas, without spaces inside a name")
+    return names
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -116,6 +123,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("subject_socket", _optional_unix, "off",
            "unix:PATH of a second listener (created mode 0600) whose callers may name an "
            "explicit subject instead of an API key, or 'off'"),
+    Option("tls_cert", str, "", "PEM certificate chain for TLS on WARDEN_LISTEN; empty: "
+           "plaintext"),
+    Option("tls_key", str, "", "PEM private key of WARDEN_TLS_CERT"),
+    Option("tls_client_ca", str, "", "PEM CA certificates: every caller on WARDEN_LISTEN must "
+           "present a client certificate they signed (mTLS); empty: none asked for"),
+    Option("tls_trusted_clients", _names, "", "client certificate names (SAN, or CN without "
+           "one), comma-separated, that may send an explicit subject instead of an API key"),
+    Option("tls_admin_clients", _names, "", "client certificate names, comma-separated, that "
+           "may call Admin without the admin token"),
     Option("metrics_listen", _optional_address, "127.0.0.1:9464",
            "Prometheus /metrics HOST:PORT, or 'off'"),
     Option("database_url", _database_url, "",
@@ -164,6 +180,11 @@ OPTIONS: tuple[Option, ...] = (
 class Settings:
     listen: str
     subject_socket: str
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+    tls_trusted_clients: frozenset[str]
+    tls_admin_clients: frozenset[str]
     metrics_listen: str
     database_url: str
     data_dir: str
@@ -220,8 +241,25 @@ class Settings:
         if not problems and values["subject_socket"] and values["listen"].startswith("unix:"):
             # Trusted callers are told apart by their transport.
             problems.append("WARDEN_SUBJECT_SOCKET needs WARDEN_LISTEN to be HOST:PORT")
+        if not problems:
+            problems += _tls_problems(values)
         if problems:
             raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
         values["data_dir"] = values["data_dir"] or _default_data_dir()
         assert {f.name for f in fields(cls)} == set(values)
         return cls(**values)
+
+
+def _tls_problems(values: dict[str, Any]) -> list[str]:
+    problems = []
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        problems.append("WARDEN_TLS_CERT and WARDEN_TLS_KEY go together")
+    if values["tls_cert"] and values["listen"].startswith("unix:"):
+        problems.append("WARDEN_TLS_CERT needs WARDEN_LISTEN to be HOST:PORT")
+    if values["tls_client_ca"] and not values["tls_cert"]:
+        problems.append("WARDEN_TLS_CLIENT_CA needs WARDEN_TLS_CERT and WARDEN_TLS_KEY")
+    for name in ("tls_trusted_clients", "tls_admin_clients"):
+        if values[name] and not values["tls_client_ca"]:
+            # A name is only worth trusting once a CA has verified the certificate carrying it.
+            problems.append(f"WARDEN_{name.upper()} needs WARDEN_TLS_CLIENT_CA")
+    return problems

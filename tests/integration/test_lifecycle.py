@@ -15,7 +15,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import ADMIN_TOKEN, KEY_PEPPER, Client, settings_for
 from tests.helpers import authorize_request, expect_error, new_key, rate_limit, tenant
-from warden.app import App, StartupError, _check_pepper
+from warden.app import App, _check_pepper
+from warden.errors import StartupError
 from warden.store.migrate import SchemaError, known_migrations, migrate
 from warden.v1 import types_pb2, warden_pb2
 

@@ -129,6 +129,47 @@ async def test_a_budget_reserves_the_worst_case_and_denies_when_spent(client, db
     assert await db.fetchval("SELECT cost_micros FROM usage WHERE request_id = 'b1'") == 2000
 
 
+async def test_a_budget_alert_is_raised_once_per_period(client, db, warden, db_url, tmp_path):
+    key = await tenant(client)
+    await _price(client)
+    await _policy(client, "chat-daily", **_budget(10_000, alert_threshold_percent=50))
+
+    async def alerts() -> list:
+        return await db.fetch("SELECT org_id, app_id, action, attributes FROM audit_events"
+                              " WHERE action = 'budget.alert'")
+
+    # 500 micros reserved; the lease takes an eighth of the budget: 12.5 % counted.
+    await client.warden.Authorize(authorize_request(key, "a1", input_tokens=400,
+                                                    max_output_tokens=50))
+    await warden.quotas.raise_alerts()
+    assert await alerts() == []
+    # 5000 more: the refill brings the count to 55 %.
+    await client.warden.Authorize(authorize_request(key, "a2", input_tokens=1000,
+                                                    max_output_tokens=2000))
+    await warden.quotas.raise_alerts()
+    [alert] = await alerts()
+    attributes = json.loads(alert["attributes"])
+    assert (alert["org_id"], alert["app_id"]) == ("acme", "chat")
+    assert {k: attributes[k] for k in ("policy_id", "threshold_percent", "limit_micros",
+                                       "counted_micros", "period")} == {
+        "policy_id": "chat-daily", "threshold_percent": 50, "limit_micros": 10_000,
+        "counted_micros": 5500, "period": "DAY"}
+    # Another sidecar sees the same period over the threshold: still one event.
+    other = App(settings_for(db_url, str(tmp_path / "other")))
+    await other.start()
+    try:
+        async with grpc.aio.insecure_channel(other.target) as channel:
+            reply = await Client(channel).warden.Authorize(authorize_request(
+                key, "a3", input_tokens=100, max_output_tokens=50))
+        assert reply.decision == ALLOW
+        # Queued there too (its lease marks the period alerted) ...
+        assert other.quotas._leases["chat-daily"].alerted is not None
+        await other.quotas.raise_alerts()
+    finally:
+        await other.stop()
+    assert len(await alerts()) == 1  # ... and stored once
+
+
 async def test_budget_cost_cap_and_unpriced_models(client):
     key = await tenant(client)
     await _price(client)

@@ -26,6 +26,24 @@ def test_the_subject_socket_is_a_unix_socket_beside_a_tcp_listener() -> None:
         Settings.load(env={"WARDEN_SUBJECT_SOCKET": "unix:/a", "WARDEN_LISTEN": "unix:/b"})
 
 
+def test_tls_settings_come_in_working_combinations() -> None:
+    mtls = {"WARDEN_TLS_CERT": "s.crt", "WARDEN_TLS_KEY": "s.key", "WARDEN_TLS_CLIENT_CA": "ca",
+            "WARDEN_TLS_TRUSTED_CLIENTS": "spiffe://mesh/gw, gw2",
+            "WARDEN_TLS_ADMIN_CLIENTS": "ops"}
+    s = Settings.load(env=mtls)
+    assert (s.tls_trusted_clients, s.tls_admin_clients) == ({"spiffe://mesh/gw", "gw2"}, {"ops"})
+    for env, problem in (
+            ({"WARDEN_TLS_CERT": "s.crt"}, "WARDEN_TLS_CERT and WARDEN_TLS_KEY go together"),
+            ({**mtls, "WARDEN_LISTEN": "unix:/w"}, "WARDEN_TLS_CERT needs WARDEN_LISTEN"),
+            ({"WARDEN_TLS_CLIENT_CA": "ca"}, "WARDEN_TLS_CLIENT_CA needs WARDEN_TLS_CERT"),
+            # A name means something only in a certificate the client CA verified.
+            ({**mtls, "WARDEN_TLS_CLIENT_CA": ""}, "WARDEN_TLS_TRUSTED_CLIENTS needs "
+             "WARDEN_TLS_CLIENT_CA"),
+            ({**mtls, "WARDEN_TLS_ADMIN_CLIENTS": "a b"}, "without spaces inside a name")):
+        with pytest.raises(SettingsError, match=problem):
+            Settings.load(env=env)
+
+
 def test_every_bad_value_is_reported_with_its_source() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.load(env={"WARDEN_LISTEN": "nowhere", "WARDEN_DB_POOL_MAX": "-1",

@@ -1,5 +1,6 @@
 """Admin is closed by default: every /warden.v1.Admin/ call needs `authorization: Bearer <token>`,
-checked before the request is deserialized. Each refusal is recorded in admin_refusals."""
+checked before the request is deserialized, or a verified client certificate named in
+WARDEN_TLS_ADMIN_CLIENTS. Each refusal is recorded in admin_refusals."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ from warden import metrics
 from warden.api.errors import abort
 from warden.errors import WardenError
 from warden.store.base import AuditSink
+from warden.tls import peer_names
 
 log = logging.getLogger("warden.admin")
 ADMIN_PREFIX = "/warden.v1.Admin/"
 
 
 class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str, audit: AuditSink) -> None:
+    def __init__(self, token: str, audit: AuditSink,
+                 admin_clients: frozenset[str] = frozenset()) -> None:
         self._expected = f"Bearer {token}".encode()
         self._audit = audit
+        self._admin_clients = admin_clients
 
     def _refusal(self, metadata: tuple[Any, ...]) -> WardenError | None:
         values = [v for k, v in metadata if k == "authorization"]
@@ -45,9 +49,13 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         if error is None:
             return await continuation(details)
         method = details.method.removeprefix(ADMIN_PREFIX)
-        log.warning("admin call refused", extra={"method": method, "reason": error.reason})
+        # The certificate is known only to the handler's context, so the check moves there.
+        handler = await continuation(details) if self._admin_clients else None
 
-        async def refuse(_raw: bytes, context: grpc.aio.ServicerContext) -> None:
+        async def refuse(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            if handler is not None and self._admin_clients & peer_names(context):
+                return await handler.unary_unary(handler.request_deserializer(raw), context)
+            log.warning("admin call refused", extra={"method": method, "reason": error.reason})
             try:
                 await self._audit.admin_refused(method, context.peer() or "", error.reason)
             except Exception:  # noqa: BLE001 - the refusal stands even if it cannot be recorded
@@ -55,4 +63,6 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
             metrics.RPC_DURATION.labels(method, error.code).observe(time.perf_counter() - start)
             await abort(context, error)
 
-        return grpc.unary_unary_rpc_method_handler(refuse)
+        # Admin's RPCs are all unary; a request is decoded only once its caller is accepted.
+        return grpc.unary_unary_rpc_method_handler(
+            refuse, response_serializer=handler and handler.response_serializer)

@@ -19,6 +19,7 @@ from warden.engine.pricing import cost_micros, find_price
 from warden.errors import WardenError, not_found
 from warden.keys import KeyRecord, authenticate, key_prefix
 from warden.quota import Part
+from warden.tls import peer_names
 from warden.v1 import warden_pb2, warden_pb2_grpc
 
 MAX_AUDIT_BATCH = 1000
@@ -44,10 +45,18 @@ def _subject(message) -> warden_pb2.Subject | None:
 
 
 class WardenService(warden_pb2_grpc.WardenServicer):
-    def __init__(self, components: Components, trust_unix_peers: bool = False) -> None:
+    def __init__(self, components: Components, trust_unix_peers: bool = False,
+                 trusted_clients: frozenset[str] = frozenset()) -> None:
         self._c = components
-        # True when WARDEN_SUBJECT_SOCKET is on: callers on a Unix socket may name a subject.
+        # Who may name a subject: callers on a Unix socket when WARDEN_SUBJECT_SOCKET is on,
+        # and callers whose verified client certificate bears one of these names.
         self._trust_unix_peers = trust_unix_peers
+        self._trusted_clients = trusted_clients
+
+    def _trusted(self, context: grpc.aio.ServicerContext) -> bool:
+        if self._trust_unix_peers and (context.peer() or "").startswith("unix:"):
+            return True
+        return bool(self._trusted_clients and self._trusted_clients & peer_names(context))
 
     async def _key(self, api_key: str) -> KeyRecord:
         prefix = key_prefix(api_key)
@@ -59,10 +68,11 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         """Who calls: the API key's record, or a keyless record for a trusted subject."""
         if subject is None:
             return await self._key(api_key)
-        if not (self._trust_unix_peers and (context.peer() or "").startswith("unix:")):
+        if not self._trusted(context):
             raise WardenError(
                 "PERMISSION_DENIED", "PERMISSION_DENIED",
-                "an explicit subject is accepted only on WARDEN_SUBJECT_SOCKET; send api_key",
+                "an explicit subject is accepted only on WARDEN_SUBJECT_SOCKET or from a client "
+                "certificate named in WARDEN_TLS_TRUSTED_CLIENTS; send api_key",
                 [("subject", "not accepted on this connection")])
         app = await self._c.cache.app(subject.app_id)
         if app is None or app[0] != subject.org_id:
