@@ -155,3 +155,17 @@ async def fleet(tmp_path):
         yield sidecars
     finally:
         await sidecars.close()
+
+
+@pytest.fixture
+async def private_pg() -> AsyncIterator:
+    """A Postgres of the test's own that it may stop and start (tests/sidecars.py)."""
+    from tests.sidecars import PrivatePostgres
+
+    pg = PrivatePostgres()
+    try:
+        await asyncio.to_thread(pg.init)
+        await asyncio.to_thread(pg.start)
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.cleanup)

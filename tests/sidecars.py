@@ -9,8 +9,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -160,3 +164,67 @@ class Fleet:
                 sidecar.proc.kill()
                 await sidecar.proc.wait()
             await self._close_channel(sidecar)
+
+
+class PrivatePostgres:
+    """A Postgres of this test's own, on 127.0.0.1, that the test may stop and start."""
+
+    def __init__(self) -> None:
+        import pgserver
+
+        self.bin = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        self.root = Path(tempfile.mkdtemp(prefix="warden-outage-pg-"))
+        self.pgdata = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.user = None
+        if os.geteuid() == 0:
+            # initdb and postgres refuse to run as root: run them as pgserver's own user.
+            from pgserver.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+            self.user = "pgserver"
+            entry = ensure_user_exists(self.user)
+            ensure_prefix_permissions(self.bin)
+            ensure_folder_permissions(self.bin, 0o055)
+            ensure_folder_permissions(self.bin.parent / "lib", 0o044)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, *args: str, timeout: float = 60.0) -> None:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if self.user:
+            # Not subprocess's user=: that forks instead of vforking, and gRPC's fork handlers
+            # then run in the child of this threaded process (and sometimes crash it).
+            command = ["runuser", "-u", self.user, "--", *command]
+        with open(self.root / "ctl.log", "a") as out:
+            # Output to a file: pg_ctl's postgres inherits it, and a pipe would never close.
+            subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "-U", "postgres",
+                  "--encoding=utf8")
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-w", "-t", "30",
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.pgdata}",
+                  "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "30", "stop")
+
+    def cleanup(self) -> None:
+        if (self.pgdata / "postmaster.pid").exists():
+            with contextlib.suppress(Exception):
+                self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -148,7 +148,8 @@ class App:
         self.quotas = Quotas(self._pool, s.lease_timeout_seconds)
         self.ledger = Ledger(self._pool, Journal(data / "journal"), self.quotas,
                              self.database_now, s.reservation_ttl_seconds,
-                             s.journal_flush_seconds, s.cache_max_entries)
+                             s.journal_flush_seconds, s.cache_max_entries,
+                             s.journal_max_bytes)
         await self.ledger.start()
         self._background = [asyncio.create_task(self.quotas.run()),
                             asyncio.create_task(self._prune())]

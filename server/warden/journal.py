@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class JournalError(RuntimeError):
 class Segment:
     path: Path
     records: list[dict]
+    size: int  # bytes
+    since: float  # wall-clock time of its first record (its file's mtime when read back)
 
 
 class Journal:
@@ -54,6 +57,7 @@ class Journal:
         self._fd = -1
         self._path = Path()
         self._size = 0  # bytes in the current segment, to undo a failed write
+        self._since = 0.0  # when the current segment's first record was written
         self._current: list[dict] = []
         self._sealed: list[Segment] = []
         self._counter = 0
@@ -78,9 +82,10 @@ class Journal:
             if not path.stem.isdigit():
                 continue
             self._counter = max(self._counter, int(path.stem))
-            records = self._read(path.read_bytes())
+            data = path.read_bytes()
+            records = self._read(data)
             if records:
-                self._sealed.append(Segment(path, records))
+                self._sealed.append(Segment(path, records, len(data), path.stat().st_mtime))
             else:  # nothing to apply: an empty segment, or one torn before its first record
                 path.unlink()
         self._fd, self._path = self._new_segment()
@@ -99,6 +104,8 @@ class Journal:
             # A half-written record would hide every later one from open(): cut it off.
             os.ftruncate(self._fd, self._size)
             raise
+        if not self._current:
+            self._since = time.time()
         self._size += len(data)
         self._current.append(record)
         self._seq += 1
@@ -141,7 +148,8 @@ class Journal:
     async def seal(self) -> list[Segment]:
         async with self._io:
             if self._current:
-                old, old_fd, upto = Segment(self._path, self._current), self._fd, self._seq
+                old = Segment(self._path, self._current, self._size, self._since)
+                old_fd, upto = self._fd, self._seq
                 # Swap first: appends made while the old segment syncs go to the new one.
                 self._fd, self._path = self._new_segment()
                 self._sealed.append(old)
@@ -156,6 +164,14 @@ class Journal:
 
     def pending(self) -> int:
         return sum(len(s.records) for s in self._sealed) + len(self._current)
+
+    def pending_bytes(self) -> int:
+        return sum(s.size for s in self._sealed) + self._size
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest record not yet done was written (0 when there is none)."""
+        times = [s.since for s in self._sealed] + ([self._since] if self._current else [])
+        return max(time.time() - min(times), 0.0) if times else 0.0
 
     async def close(self) -> None:
         async with self._io:

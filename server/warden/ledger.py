@@ -1,4 +1,7 @@
-"""The decision log, reservations and usage, written through the local journal.
+"""The decision log, reservations, usage and audit events, written through the local journal.
+
+Audit and StreamAudit append each batch as one record and answer once it is fsync'd; the
+flusher stores the events with the decisions and usage of its batch, in one transaction.
 
 Authorize appends its decision (with the reservation of an allowed call) to the journal and
 answers at once: the record survives SIGKILL of the sidecar, and reaches Postgres with the next
@@ -46,7 +49,30 @@ from warden.quota import Part, Quotas
 
 log = logging.getLogger("warden.ledger")
 
-BATCH = 1000  # journal records per warden_flush call: well inside WARDEN_DB_TIMEOUT_SECONDS
+# Rows per flush call (a decision or usage record is one; an audit record, one per event):
+# well inside WARDEN_DB_TIMEOUT_SECONDS.
+BATCH = 1000
+# One round trip, one transaction: the decision log and usage (warden_flush) and the audit
+# events of the batch, each event stored once per (org, event id) however often it is replayed.
+# Events of an org deleted since they were accepted cannot be stored (foreign key): counted.
+_FLUSH = """
+WITH events AS (
+    SELECT b.org_id, b.app_id, e.*
+    FROM jsonb_to_recordset($3::jsonb) AS b(org_id text, app_id text, events jsonb),
+         jsonb_to_recordset(b.events) AS e(event_id text, event_time timestamptz, action text,
+             request_id text, user_id text, model text, provider text, attributes jsonb)),
+stored AS (
+    INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
+                              user_id, model, provider, attributes)
+    SELECT org_id, app_id, event_id, event_time, action, request_id, user_id, model, provider,
+           attributes
+    FROM events WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = events.org_id)
+    ON CONFLICT (org_id, event_id) DO NOTHING RETURNING 1)
+SELECT f.*,
+       (SELECT count(*) FROM events e
+        WHERE NOT EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)) AS audit_orphaned
+FROM warden_flush($1::jsonb, $2::jsonb) AS f
+"""
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "model", "provider",
                 "outcome", "latency_ms")
 
@@ -76,13 +102,14 @@ def _part(data: Mapping[str, Any]) -> Part:
 class Ledger:
     def __init__(self, pool: asyncpg.Pool, journal: Journal, quotas: Quotas,
                  clock: Callable[[], datetime], ttl: float, flush_interval: float,
-                 max_entries: int) -> None:
+                 max_entries: int, max_journal_bytes: int) -> None:
         self._pool = pool
         self._journal = journal
         self._quotas = quotas
         self._clock = clock
         self.ttl = timedelta(seconds=ttl)
         self._flush_interval = flush_interval
+        self._max_journal_bytes = max_journal_bytes
         self._recent: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl + 300)
         self._flushing = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -91,6 +118,8 @@ class Ledger:
         """Apply what an earlier run left in the journal, then flush and expire until stop()."""
         self._journal.open()
         metrics.JOURNAL_PENDING.set_function(self._journal.pending)
+        metrics.JOURNAL_PENDING_BYTES.set_function(self._journal.pending_bytes)
+        metrics.JOURNAL_OLDEST.set_function(self._journal.oldest_age)
         try:
             await self.flush()
         except Exception:  # noqa: BLE001 - serve anyway; the flusher keeps trying
@@ -248,22 +277,52 @@ class Ledger:
         self._recent[(org_id, request_id)] = r
         return r
 
+    # -- Audit ---------------------------------------------------------------------------------
+
+    async def audit(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> None:
+        """Journal a batch of audit events as one record (stored all or none) and return once
+        it is fsync'd. A full journal refuses the batch rather than drop anything later."""
+        if self._journal.pending_bytes() >= self._max_journal_bytes:
+            metrics.JOURNAL_REFUSED.inc(len(events))
+            raise WardenError(
+                "RESOURCE_EXHAUSTED", "JOURNAL_FULL",
+                f"the sidecar's journal holds {self._journal.pending_bytes()} bytes not yet "
+                f"written to the database (WARDEN_JOURNAL_MAX_BYTES): retry later",
+                retry_after_seconds=max(self._flush_interval, 1.0))
+        for event in events:
+            event["event_time"] = event["event_time"].isoformat()
+        seq = self._journal.append({"kind": "audit", "org_id": org_id, "app_id": app_id,
+                                    "events": events})
+        await self._journal.sync(seq)
+
     # -- background ----------------------------------------------------------------------------
 
     async def flush(self) -> None:
         """Apply every sealed journal segment to the database, oldest first."""
         async with self._flushing:
             for segment in await self._journal.seal():
-                for start in range(0, len(segment.records), BATCH):
-                    await self._apply(segment.records[start:start + BATCH])
+                batch, rows = [], 0
+                for record in segment.records:
+                    batch.append(record)
+                    rows += len(record["events"]) if record["kind"] == "audit" else 1
+                    if rows >= BATCH:
+                        await self._apply(batch)
+                        batch, rows = [], 0
+                if batch:
+                    await self._apply(batch)
                 self._journal.done(segment)
 
     async def _apply(self, records: list[dict]) -> None:
-        decisions = [r for r in records if r["kind"] == "decision"]
-        usage = [r for r in records if r["kind"] == "usage"]
+        kinds: dict[str, list[dict]] = {"decision": [], "usage": [], "audit": []}
+        for record in records:
+            kinds[record["kind"]].append(record)
         metrics.DB_ROUND_TRIPS.labels("flush").inc()
-        result = await self._pool.fetchrow("SELECT * FROM warden_flush($1::jsonb, $2::jsonb)",
-                                           decisions, usage)
+        result = await self._pool.fetchrow(_FLUSH, kinds["decision"], kinds["usage"],
+                                           kinds["audit"])
+        if result["audit_orphaned"]:
+            metrics.JOURNAL_DROPPED.labels("audit_orphan").inc(result["audit_orphaned"])
+            log.error("audit events of orgs deleted since they were accepted",
+                      extra={"count": result["audit_orphaned"]})
         if result["requests_conflicting"]:
             metrics.JOURNAL_DROPPED.labels("conflict").inc(result["requests_conflicting"])
             log.warning("request ids already logged by another sidecar",

@@ -71,7 +71,21 @@ RESERVATIONS_EXPIRED = Counter(
 )
 JOURNAL_PENDING = Gauge(
     "warden_journal_pending_records",
-    "Decisions and usage written to the local journal but not yet applied to the database.",
+    "Decisions, usage and audit batches written to the local journal but not yet applied to "
+    "the database.",
+)
+JOURNAL_PENDING_BYTES = Gauge(
+    "warden_journal_pending_bytes",
+    "Bytes of the local journal not yet applied to the database (audit events are refused "
+    "from WARDEN_JOURNAL_MAX_BYTES on).",
+)
+JOURNAL_OLDEST = Gauge(
+    "warden_journal_oldest_seconds",
+    "Age of the oldest journal record not yet applied to the database (0 when none).",
+)
+JOURNAL_REFUSED = Counter(
+    "warden_journal_refused_events_total",
+    "Audit events refused with RESOURCE_EXHAUSTED because the journal was full.",
 )
 JOURNAL_FLUSH_FAILURES = Counter(
     "warden_journal_flush_failures_total", "Journal batches the database did not take (retried)."
@@ -79,6 +93,7 @@ JOURNAL_FLUSH_FAILURES = Counter(
 JOURNAL_DROPPED = Counter(
     "warden_journal_dropped_total",
     "Journal records the database refused for good: decisions whose request id another sidecar "
-    "had already logged (conflict) and usage naming no logged request (orphan).",
+    "had already logged (conflict), usage naming no logged request (orphan) and audit events "
+    "of an org deleted since (audit_orphan).",
     ["kind"],
 )

@@ -168,6 +168,9 @@ OPTIONS: tuple[Option, ...] = (
            "(then each limit's failure_mode decides)"),
     Option("journal_flush_seconds", _positive_float, "1",
            "how often decisions and usage in the local journal are applied to the database"),
+    Option("journal_max_bytes", _positive_int, str(256 * 1024 * 1024),
+           "journal size (not yet in the database) from which Audit and StreamAudit answer "
+           "RESOURCE_EXHAUSTED; decisions and usage are never refused"),
     Option("default_max_output_tokens", _positive_int, str(DEFAULT_MAX_OUTPUT_TOKENS),
            "max_output_tokens reserved (and imposed) for a call that names none while a token "
            "limit or budget counts output tokens"),
@@ -203,6 +206,7 @@ class Settings:
     reservation_ttl_seconds: float
     lease_timeout_seconds: float
     journal_flush_seconds: float
+    journal_max_bytes: int
     default_max_output_tokens: int
     quota_retention_days: float
 

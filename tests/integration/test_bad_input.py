@@ -59,7 +59,7 @@ async def test_record_usage_field_violations(client, db, change, field):
     assert await db.fetchval("SELECT count(*) FROM usage") == 0
 
 
-async def test_audit_batch_is_refused_whole(client, db):
+async def test_audit_batch_is_refused_whole(client, db, warden):
     key = await tenant(client)
     far_future = warden_pb2.AuditEvent(action="x")
     far_future.time.FromSeconds(4_000_000_000)
@@ -73,6 +73,7 @@ async def test_audit_batch_is_refused_whole(client, db):
     assert "events" in error.violations
     error = await expect_error(client.warden.Audit(warden_pb2.AuditRequest(api_key=key)))
     assert "events" in error.violations
+    await warden.ledger.flush()
     assert await db.fetchval("SELECT count(*) FROM audit_events") == 0
 
 

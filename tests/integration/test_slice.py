@@ -215,7 +215,7 @@ def _event(action="llm.call", **fields):
     return warden_pb2.AuditEvent(action=action, **fields)
 
 
-async def test_audit_stores_each_event_once(client, db):
+async def test_audit_stores_each_event_once(client, db, warden):
     key = await tenant(client)
     attributes = struct_pb2.Struct()
     attributes.update({"tokens": 12, "tags": ["a", "b"]})
@@ -225,6 +225,7 @@ async def test_audit_stores_each_event_once(client, db):
     again = await client.warden.Audit(warden_pb2.AuditRequest(api_key=key,
                                                               events=[_event(event_id="e1")]))
     assert again.accepted == 1
+    await warden.ledger.flush()
     rows = await db.fetch("SELECT * FROM audit_events ORDER BY event_id")
     assert len(rows) == 2
     stored = {r["event_id"]: r for r in rows}
@@ -232,7 +233,7 @@ async def test_audit_stores_each_event_once(client, db):
     assert (stored["e1"]["org_id"], stored["e1"]["app_id"]) == ("acme", "chat")
 
 
-async def test_stream_audit_stores_every_message(client, db):
+async def test_stream_audit_stores_every_message(client, db, warden):
     key = await tenant(client)
 
     async def messages():
@@ -243,10 +244,11 @@ async def test_stream_audit_stores_every_message(client, db):
 
     reply = await client.warden.StreamAudit(messages())
     assert reply.accepted == 500
+    await warden.ledger.flush()
     assert await db.fetchval("SELECT count(*) FROM audit_events") == 500
 
 
-async def test_a_bad_batch_in_a_stream_writes_nothing_of_that_batch(client, db):
+async def test_a_bad_batch_in_a_stream_writes_nothing_of_that_batch(client, db, warden):
     key = await tenant(client)
 
     async def messages():
@@ -256,4 +258,5 @@ async def test_a_bad_batch_in_a_stream_writes_nothing_of_that_batch(client, db):
     error = await expect_error(client.warden.StreamAudit(messages()))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "messages[1].events[1].action" in error.violations
+    await warden.ledger.flush()
     assert [r["event_id"] for r in await db.fetch("SELECT event_id FROM audit_events")] == ["ok"]

@@ -215,7 +215,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         return warden_pb2.RecordUsageResponse(cost_micros=cost, duplicate=duplicate)
 
     async def _append(self, key: KeyRecord, events, field: str) -> list[str]:
-        """Validate a batch and store it atomically; return the event ids in order."""
+        """Validate a batch and journal it atomically; return the event ids in order."""
         v = Violations()
         v.check(1 <= len(events) <= MAX_AUDIT_BATCH, field,
                 f"must hold 1 to {MAX_AUDIT_BATCH} events")
@@ -241,7 +241,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         ids = [r["event_id"] for r in rows]
         v.check(len(set(ids)) == len(ids), field, "event ids must be unique within a batch")
         v.done()
-        await self._c.audit.append(key.org_id, key.app_id, rows)
+        await self._c.ledger.audit(key.org_id, key.app_id, rows)
         metrics.AUDIT_EVENTS.inc(len(rows))
         return ids
 
@@ -258,9 +258,9 @@ class WardenService(warden_pb2_grpc.WardenServicer):
     @rpc
     async def StreamAudit(self, requests: AsyncIterator[warden_pb2.StreamAuditRequest],
                           context: grpc.aio.ServicerContext) -> warden_pb2.StreamAuditResponse:
-        """Each message is stored atomically as it arrives; the stream is acknowledged at its
-        end. A stream that fails part-way may have stored its earlier messages: resend them with
-        the same event ids, which are stored once."""
+        """Each message is journaled atomically as it arrives; the stream is acknowledged at
+        its end. A stream that fails part-way may have kept its earlier messages: resend them
+        with the same event ids, which are stored once."""
         key, first, accepted, index = None, None, 0, 0
         async for message in requests:
             if isinstance(message, Malformed):

@@ -99,9 +99,8 @@ class PriceStore(Protocol):
 
 
 class AuditSink(Protocol):
-    async def append(self, org_id: str, app_id: str, events: Sequence[Row]) -> int:
-        """Store the events atomically, each once per (org, event_id); return how many were new."""
-        ...
+    """What the API writes straight to the database (audit events go through the journal:
+    ledger.py)."""
 
     async def admin_refused(self, method: str, peer: str, reason: str) -> None:
         """Record an Admin call refused for its credentials."""

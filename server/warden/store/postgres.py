@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -266,18 +265,6 @@ class PostgresPriceStore:
 class PostgresAuditSink:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-
-    async def append(self, org_id: str, app_id: str, events: Sequence[Row]) -> int:
-        columns = ("event_id", "event_time", "action", "request_id", "user_id", "model",
-                   "provider", "attributes")
-        types = ("text", "timestamptz", "text", "text", "text", "text", "text", "jsonb")
-        arrays = [[e[c] for e in events] for c in columns]
-        unnest = ", ".join(f"${i + 3}::{t}[]" for i, t in enumerate(types))
-        status = await self._pool.execute(
-            f"INSERT INTO audit_events (org_id, app_id, {', '.join(columns)})"
-            f" SELECT $1, $2, * FROM unnest({unnest}) ON CONFLICT DO NOTHING",
-            org_id, app_id, *arrays)
-        return int(status.rsplit(" ", 1)[1])
 
     async def admin_refused(self, method: str, peer: str, reason: str) -> None:
         await self._pool.execute(

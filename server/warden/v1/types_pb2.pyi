@@ -42,6 +42,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_PERMISSION_DENIED: _ClassVar[Reason]
     REASON_BUSY: _ClassVar[Reason]
     REASON_RESERVATION_EXPIRED: _ClassVar[Reason]
+    REASON_JOURNAL_FULL: _ClassVar[Reason]
     REASON_ALLOWED: _ClassVar[Reason]
     REASON_RATE_LIMITED: _ClassVar[Reason]
     REASON_BUDGET_EXHAUSTED: _ClassVar[Reason]
@@ -120,6 +121,7 @@ REASON_REVISION_MISMATCH: Reason
 REASON_PERMISSION_DENIED: Reason
 REASON_BUSY: Reason
 REASON_RESERVATION_EXPIRED: Reason
+REASON_JOURNAL_FULL: Reason
 REASON_ALLOWED: Reason
 REASON_RATE_LIMITED: Reason
 REASON_BUDGET_EXHAUSTED: Reason
