@@ -289,8 +289,6 @@ class Ledger:
                 f"the sidecar's journal holds {self._journal.pending_bytes()} bytes not yet "
                 f"written to the database (WARDEN_JOURNAL_MAX_BYTES): retry later",
                 retry_after_seconds=max(self._flush_interval, 1.0))
-        for event in events:
-            event["event_time"] = event["event_time"].isoformat()
         seq = self._journal.append({"kind": "audit", "org_id": org_id, "app_id": app_id,
                                     "events": events})
         await self._journal.sync(seq)

@@ -167,7 +167,8 @@ OPTIONS: tuple[Option, ...] = (
            "how long Authorize waits for a quota lease before treating the database as away "
            "(then each limit's failure_mode decides)"),
     Option("journal_flush_seconds", _positive_float, "1",
-           "how often decisions and usage in the local journal are applied to the database"),
+           "how often decisions, usage and audit events in the local journal are applied to "
+           "the database"),
     Option("journal_max_bytes", _positive_int, str(256 * 1024 * 1024),
            "journal size (not yet in the database) from which Audit and StreamAudit answer "
            "RESOURCE_EXHAUSTED; decisions and usage are never refused"),

@@ -8,6 +8,7 @@ import asyncio
 import signal
 from collections import Counter
 
+import asyncpg
 import grpc
 import pytest
 
@@ -117,7 +118,6 @@ async def test_postgres_stopped_mid_stream_loses_nothing(private_pg, fleet):
     await asyncio.to_thread(private_pg.start)
     await asyncio.wait_for(sending, 120)
     await fleet.stop_all_cleanly([car])  # drains the journal
-    import asyncpg
     conn = await asyncpg.connect(private_pg.url)
     try:
         stored = await _stored(conn)

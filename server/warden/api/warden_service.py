@@ -233,7 +233,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
             v.check(now - MAX_EVENT_AGE <= when <= now + MAX_EVENT_SKEW_FUTURE, f"{at}.time",
                     "must be within the last 30 days and at most 5 minutes ahead")
             rows.append({
-                "event_id": event.event_id or uuid.uuid4().hex, "event_time": when,
+                "event_id": event.event_id or uuid.uuid4().hex, "event_time": when.isoformat(),
                 "action": event.action, "request_id": event.request_id,
                 "user_id": event.user_id, "model": event.model, "provider": event.provider,
                 "attributes": json_format.MessageToDict(event.attributes),
