@@ -28,9 +28,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from warden import __version__, metrics
-from warden.api.admin_auth import AdminAuthInterceptor
+from warden.api.admin_auth import AdminAuth
 from warden.api.admin_service import AdminService
-from warden.api.decoding import DecodeErrorInterceptor
+from warden.api.decoding import add_servicer
 from warden.api.warden_service import WardenService
 from warden.cache import Cache
 from warden.components import Components
@@ -202,16 +202,14 @@ class App:
         s = self.settings
         size = s.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[AdminAuthInterceptor(self.admin_token, components.audit,
-                                               s.tls_admin_clients),
-                          DecodeErrorInterceptor()],
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)])
-        warden_pb2_grpc.add_WardenServicer_to_server(
-            WardenService(components, trust_unix_peers=bool(s.subject_socket),
-                          trusted_clients=s.tls_trusted_clients), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(components), server)
+        add_servicer(server, warden_pb2_grpc.add_WardenServicer_to_server,
+                     WardenService(components, trust_unix_peers=bool(s.subject_socket),
+                                   trusted_clients=s.tls_trusted_clients))
+        add_servicer(server, admin_pb2_grpc.add_AdminServicer_to_server, AdminService(components),
+                     AdminAuth(self.admin_token, components.audit, s.tls_admin_clients))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

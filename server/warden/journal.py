@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _HEADER = struct.Struct(">II")
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
 _SUFFIX = ".wal"
 
 
@@ -94,7 +95,7 @@ class Journal:
         return list(self._sealed)
 
     def append(self, record: dict) -> int:
-        body = json.dumps(record, separators=(",", ":")).encode()
+        body = _encode(record).encode()
         data = _HEADER.pack(len(body), zlib.crc32(body)) + body
         try:
             written = os.write(self._fd, data)

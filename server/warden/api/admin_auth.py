@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -22,39 +21,38 @@ log = logging.getLogger("warden.admin")
 ADMIN_PREFIX = "/warden.v1.Admin/"
 
 
-class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
+class AdminAuth:
+    """Wraps each Admin handler (see decoding.add_servicer) so that it takes the raw request
+    and decodes it only once the caller is accepted."""
+
     def __init__(self, token: str, audit: AuditSink,
                  admin_clients: frozenset[str] = frozenset()) -> None:
         self._expected = f"Bearer {token}".encode()
         self._audit = audit
         self._admin_clients = admin_clients
 
-    def _refusal(self, metadata: tuple[Any, ...]) -> WardenError | None:
-        values = [v for k, v in metadata if k == "authorization"]
+    def _refusal(self, context: grpc.aio.ServicerContext) -> WardenError | None:
+        values = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
         if not values:
-            return WardenError("UNAUTHENTICATED", "ADMIN_TOKEN_MISSING",
-                               "the Admin service needs 'authorization: Bearer <admin token>'")
-        if len(values) > 1 or not hmac.compare_digest(str(values[0]).encode(), self._expected):
-            return WardenError("UNAUTHENTICATED", "ADMIN_TOKEN_INVALID", "invalid admin token")
-        return None
+            error = WardenError("UNAUTHENTICATED", "ADMIN_TOKEN_MISSING",
+                                "the Admin service needs 'authorization: Bearer <admin token>'")
+        elif len(values) > 1 or not hmac.compare_digest(str(values[0]).encode(),
+                                                        self._expected):
+            error = WardenError("UNAUTHENTICATED", "ADMIN_TOKEN_INVALID", "invalid admin token")
+        else:
+            return None
+        # A certificate named in WARDEN_TLS_ADMIN_CLIENTS stands in for the token.
+        return None if self._admin_clients and self._admin_clients & peer_names(context) else error
 
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        if not details.method.startswith(ADMIN_PREFIX):
-            return await continuation(details)
-        start = time.perf_counter()
-        error = self._refusal(tuple(details.invocation_metadata or ()))
-        if error is None:
-            return await continuation(details)
-        method = details.method.removeprefix(ADMIN_PREFIX)
-        # The certificate is known only to the handler's context, so the check moves there.
-        handler = await continuation(details) if self._admin_clients else None
+    def __call__(self, path: str, handler: Any) -> Any:
+        method = path.removeprefix(ADMIN_PREFIX)
+        decode, behaviour = handler.request_deserializer, handler.unary_unary
 
-        async def refuse(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            if handler is not None and self._admin_clients & peer_names(context):
-                return await handler.unary_unary(handler.request_deserializer(raw), context)
+        async def guarded(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            error = self._refusal(context)
+            if error is None:
+                return await behaviour(decode(raw), context)
             log.warning("admin call refused", extra={"method": method, "reason": error.reason})
             try:
                 await self._audit.admin_refused(method, context.peer() or "", error.reason)
@@ -63,6 +61,6 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
             metrics.RPC_DURATION.labels(method, error.code).observe(time.perf_counter() - start)
             await abort(context, error)
 
-        # Admin's RPCs are all unary; a request is decoded only once its caller is accepted.
+        # Admin's RPCs are all unary.
         return grpc.unary_unary_rpc_method_handler(
-            refuse, response_serializer=handler and handler.response_serializer)
+            guarded, response_serializer=handler.response_serializer)

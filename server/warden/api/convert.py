@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,7 +126,9 @@ def authorize_input(request: warden_pb2.AuthorizeRequest) -> AuthorizeInput:
                           min_output_tokens=request.min_output_tokens)
 
 
+@functools.lru_cache(maxsize=4096)
 def _policy_result(result: PolicyResult) -> warden_pb2.PolicyResult:
+    """Cached: an answer copies the message, and most results repeat from call to call."""
     return warden_pb2.PolicyResult(
         policy_id=result.policy_id, scope=scope(result.scope_kind, result.scope_id),
         policy_type=result.policy_type, mode=MODES[result.mode], allowed=result.allowed,
