@@ -279,19 +279,32 @@ class Ledger:
 
     # -- Audit ---------------------------------------------------------------------------------
 
+    def log(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> bool:
+        """Journal a batch of audit events as one record, without waiting for the fsync;
+        False (nothing written) when the journal is full."""
+        if self._full():
+            return False
+        self._append_events(org_id, app_id, events)
+        return True
+
     async def audit(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> None:
         """Journal a batch of audit events as one record (stored all or none) and return once
         it is fsync'd. A full journal refuses the batch rather than drop anything later."""
-        if self._journal.pending_bytes() >= self._max_journal_bytes:
+        if self._full():
             metrics.JOURNAL_REFUSED.inc(len(events))
             raise WardenError(
                 "RESOURCE_EXHAUSTED", "JOURNAL_FULL",
                 f"the sidecar's journal holds {self._journal.pending_bytes()} bytes not yet "
                 f"written to the database (WARDEN_JOURNAL_MAX_BYTES): retry later",
                 retry_after_seconds=max(self._flush_interval, 1.0))
-        seq = self._journal.append({"kind": "audit", "org_id": org_id, "app_id": app_id,
-                                    "events": events})
-        await self._journal.sync(seq)
+        await self._journal.sync(self._append_events(org_id, app_id, events))
+
+    def _full(self) -> bool:
+        return self._journal.pending_bytes() >= self._max_journal_bytes
+
+    def _append_events(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> int:
+        return self._journal.append({"kind": "audit", "org_id": org_id, "app_id": app_id,
+                                     "events": events})
 
     # -- background ----------------------------------------------------------------------------
 

@@ -19,6 +19,11 @@ USAGE_RECORDS = Counter(
     ["duplicate"],
 )
 AUDIT_EVENTS = Counter("warden_audit_events_total", "Audit events acknowledged.")
+DECISION_LOG = Counter(
+    "warden_decision_log_total",
+    "Authorize explanations: logged, sampled_out (by the audit setting) or journal_full.",
+    ["outcome"],
+)
 COMPONENT_UP = Gauge(
     "warden_component_up", "1 when a component passes its health check.", ["component"]
 )

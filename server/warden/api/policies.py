@@ -18,7 +18,7 @@ MAX_PRIORITY = 1_000_000
 MAX_LIMIT = 10**12
 MAX_MICROS = 10**15
 PII_ENTITIES = ("email", "phone", "credit_card", "ssn", "ip_address", "iban")
-SETTING_TYPES = ("model_access", "routing", "pii", "prompt_injection", "rag_sources")
+SETTING_TYPES = ("model_access", "routing", "pii", "prompt_injection", "rag_sources", "audit")
 QUOTA_TYPES = ("rate_limit", "budget")
 
 
@@ -124,6 +124,32 @@ def _check_config(v: Violations, policy: types_pb2.Policy, kind: str, at: str) -
         c = policy.rag_sources
         _action(v, c.action, f"{at}.action", _NO_REDACT)
         _names(v, c.allowed_sources, f"{at}.allowed_sources", required=True)
+    elif kind == "audit":
+        _check_audit(v, policy, at)
+
+
+_AUDIT_SCOPES = (types_pb2.SCOPE_KIND_ORG, types_pb2.SCOPE_KIND_TEAM, types_pb2.SCOPE_KIND_APP)
+
+
+def _check_audit(v: Violations, policy: types_pb2.Policy, at: str) -> None:
+    c = policy.audit
+    # Audit events are written for an app's key; a user's or a key's setting would split them.
+    v.check(policy.scope.kind in _AUDIT_SCOPES or not policy.scope.kind,
+            at.rsplit(".", 1)[0] + ".scope.kind", "an audit setting applies to an org, team or app")
+    for name in ("allow_sample_rate", "deny_sample_rate"):
+        rate = getattr(c, name)
+        v.check(not c.HasField(name) or 0 <= rate <= 1, f"{at}.{name}",
+                "must be between 0 and 1")
+    seen: set[str] = set()
+    for name in ("mask_fields", "hash_fields"):
+        paths = getattr(c, name)
+        v.check(len(paths) <= MAX_LIST, f"{at}.{name}", f"must hold at most {MAX_LIST} paths")
+        for i, path in enumerate(paths):
+            v.check(0 < len(path) <= MAX_TEXT and all(path.split(".")), f"{at}.{name}[{i}]",
+                    "must be a dotted attribute path such as 'user.email'")
+            v.check(path not in seen, f"{at}.{name}[{i}]",
+                    f"{path!r} is listed twice (in mask_fields or hash_fields)")
+            seen.add(path)
 
 
 def check_policy(v: Violations, policy: types_pb2.Policy, at: str = "policy",

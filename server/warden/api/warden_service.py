@@ -15,6 +15,8 @@ from warden.api.decoding import Malformed
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.validate import MAX_TOKENS, Violations
 from warden.components import Components
+from warden.engine.audit import audit_setting, explanation, sampled, scrub
+from warden.engine.model import AuditSetting
 from warden.engine.pricing import cost_micros, find_price
 from warden.errors import WardenError, not_found
 from warden.keys import KeyRecord, authenticate, key_prefix
@@ -128,25 +130,27 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         ledger = self._c.ledger
         claim = ledger.claim(identity.org_id, request.request_id)
         try:
-            decision, parts, cost = await self._decide(identity, inp)
+            policies = await self._c.cache.policies(identity.scopes())
+            decision, parts, cost = await self._decide(identity, inp, policies)
         except BaseException:
             ledger.release(claim)
             raise
         reservation_id = ledger.record(claim, identity, inp, decision, parts, cost)
         metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
                                  decision.reason.value).inc()
+        self._log_decision(identity, request, decision, audit_setting(policies))
         reply = convert.decision_to_proto(decision, identity)
         reply.reservation_id = reservation_id
         return reply
 
-    async def _decide(self, identity: engine.Identity, inp: engine.AuthorizeInput
+    async def _decide(self, identity: engine.Identity, inp: engine.AuthorizeInput,
+                      policies: list[engine.PolicyRecord]
                       ) -> tuple[engine.Decision, list[Part], int]:
         """The decision, what it took from each quota, and its worst-case cost."""
         cache = self._c.cache
         prices = await cache.prices()
         try:
-            plan = engine.plan(identity, inp, await cache.policies(identity.scopes()),
-                               await cache.provider_switches(), prices,
+            plan = engine.plan(identity, inp, policies, await cache.provider_switches(), prices,
                                self._c.default_max_output_tokens)
         except engine.Unpriced as exc:
             raise WardenError(
@@ -160,6 +164,29 @@ class WardenService(warden_pb2_grpc.WardenServicer):
             plan.checks, plan.route.max_output_tokens, plan.min_output_tokens, self._c.clock())
         decision = engine.decide(plan, outcomes, fit.max_output)
         return decision, parts, self._worst_cost(plan, prices, decision)
+
+    def _log_decision(self, identity: engine.Identity, request: warden_pb2.AuthorizeRequest,
+                      decision: engine.Decision, setting: AuditSetting) -> None:
+        """Journal the explanation of a sampled decision as an "authorize.decision" event,
+        without waiting for the fsync: it never slows the answer."""
+        rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
+        if not sampled(rate, request.request_id):
+            metrics.DECISION_LOG.labels("sampled_out").inc()
+            return
+        attributes = explanation(decision)
+        if setting.store_prompts:
+            attributes["messages"] = [{"role": m.role, "content": m.content}
+                                      for m in request.messages]
+        route = decision.route
+        event = {
+            "event_id": f"decision:{request.request_id}",
+            "event_time": self._c.clock().isoformat(), "action": "authorize.decision",
+            "request_id": request.request_id, "user_id": identity.user_id,
+            "model": route.model if route else request.model,
+            "provider": route.provider if route else request.provider,
+            "attributes": scrub(attributes, setting, self._c.key_pepper)}
+        logged = self._c.ledger.log(identity.org_id, identity.app_id, [event])
+        metrics.DECISION_LOG.labels("logged" if logged else "journal_full").inc()
 
     @staticmethod
     def _worst_cost(plan: engine.Plan, prices, decision: engine.Decision | None = None) -> int:
@@ -241,6 +268,10 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         ids = [r["event_id"] for r in rows]
         v.check(len(set(ids)) == len(ids), field, "event ids must be unique within a batch")
         v.done()
+        setting = audit_setting(await self._c.cache.policies(
+            engine.Identity(key.org_id, key.app_id, key.id, "", key.team_ids).scopes()))
+        for row in rows:
+            row["attributes"] = scrub(row["attributes"], setting, self._c.key_pepper)
         await self._c.ledger.audit(key.org_id, key.app_id, rows)
         metrics.AUDIT_EVENTS.inc(len(rows))
         return ids

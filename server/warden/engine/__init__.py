@@ -1,5 +1,5 @@
 """The decision engine: plain dataclasses in, a Decision out. No I/O imports here
-(tests/unit/test_engine_purity.py enforces it)."""
+(tests/unit/test_structure.py enforces it)."""
 
 from warden.engine.decide import DEFAULT_MAX_OUTPUT_TOKENS, Fit, Unpriced, decide, fit, plan
 from warden.engine.model import (

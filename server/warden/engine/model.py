@@ -132,6 +132,16 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class AuditSetting:
+    """How the trail is written (see engine/audit.py); the defaults apply without a policy."""
+    allow_sample_rate: float = 1.0
+    deny_sample_rate: float = 1.0
+    store_prompts: bool = False
+    mask_fields: tuple[str, ...] = ()
+    hash_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PolicyRecord:
     id: str
     scope_kind: str
@@ -144,6 +154,7 @@ class PolicyRecord:
     model_access: ModelAccess | None = None
     routing: Routing | None = None
     budget: Budget | None = None
+    audit: AuditSetting | None = None
     failure_mode: str = "fail_closed"  # what a quota does when the database is away
 
     @property
@@ -207,6 +218,13 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
                                               for t in rule.get("targets", ())))
                         for rule in config.get("rules", ())),
             max_tokens_cap=int(config.get("max_tokens_cap", 0)))
+    elif kind == "audit":
+        parts["audit"] = AuditSetting(
+            allow_sample_rate=float(config.get("allow_sample_rate", 1.0)),
+            deny_sample_rate=float(config.get("deny_sample_rate", 1.0)),
+            store_prompts=bool(config.get("store_prompts", False)),
+            mask_fields=tuple(config.get("mask_fields", ())),
+            hash_fields=tuple(config.get("hash_fields", ())))
     return PolicyRecord(row["id"], row["scope_kind"], row["scope_id"], kind, row["mode"],
                         row.get("priority", 0), row.get("locked", False),
                         failure_mode=row.get("failure_mode", "fail_closed"), **parts)

@@ -247,6 +247,20 @@ class RoutingConfig(_message.Message):
     max_tokens_cap: int
     def __init__(self, rules: _Optional[_Iterable[_Union[RouteRule, _Mapping]]] = ..., max_tokens_cap: _Optional[int] = ...) -> None: ...
 
+class AuditConfig(_message.Message):
+    __slots__ = ("allow_sample_rate", "deny_sample_rate", "store_prompts", "mask_fields", "hash_fields")
+    ALLOW_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    DENY_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    STORE_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    allow_sample_rate: float
+    deny_sample_rate: float
+    store_prompts: bool
+    mask_fields: _containers.RepeatedScalarFieldContainer[str]
+    hash_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allow_sample_rate: _Optional[float] = ..., deny_sample_rate: _Optional[float] = ..., store_prompts: _Optional[bool] = ..., mask_fields: _Optional[_Iterable[str]] = ..., hash_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class PiiConfig(_message.Message):
     __slots__ = ("action", "entities")
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -272,7 +286,7 @@ class RagSourcesConfig(_message.Message):
     def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., allowed_sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("id", "scope", "name", "mode", "priority", "locked", "failure_mode", "rate_limit", "budget", "model_access", "routing", "pii", "prompt_injection", "rag_sources", "create_time", "update_time", "revision")
+    __slots__ = ("id", "scope", "name", "mode", "priority", "locked", "failure_mode", "rate_limit", "budget", "model_access", "routing", "pii", "prompt_injection", "rag_sources", "audit", "create_time", "update_time", "revision")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +301,7 @@ class Policy(_message.Message):
     PII_FIELD_NUMBER: _ClassVar[int]
     PROMPT_INJECTION_FIELD_NUMBER: _ClassVar[int]
     RAG_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -304,10 +319,11 @@ class Policy(_message.Message):
     pii: PiiConfig
     prompt_injection: PromptInjectionConfig
     rag_sources: RagSourcesConfig
+    audit: AuditConfig
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     revision: int
-    def __init__(self, id: _Optional[str] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., name: _Optional[str] = ..., mode: _Optional[_Union[PolicyMode, str]] = ..., priority: _Optional[int] = ..., locked: _Optional[bool] = ..., failure_mode: _Optional[_Union[FailureMode, str]] = ..., rate_limit: _Optional[_Union[RateLimitConfig, _Mapping]] = ..., budget: _Optional[_Union[BudgetConfig, _Mapping]] = ..., model_access: _Optional[_Union[ModelAccessConfig, _Mapping]] = ..., routing: _Optional[_Union[RoutingConfig, _Mapping]] = ..., pii: _Optional[_Union[PiiConfig, _Mapping]] = ..., prompt_injection: _Optional[_Union[PromptInjectionConfig, _Mapping]] = ..., rag_sources: _Optional[_Union[RagSourcesConfig, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., name: _Optional[str] = ..., mode: _Optional[_Union[PolicyMode, str]] = ..., priority: _Optional[int] = ..., locked: _Optional[bool] = ..., failure_mode: _Optional[_Union[FailureMode, str]] = ..., rate_limit: _Optional[_Union[RateLimitConfig, _Mapping]] = ..., budget: _Optional[_Union[BudgetConfig, _Mapping]] = ..., model_access: _Optional[_Union[ModelAccessConfig, _Mapping]] = ..., routing: _Optional[_Union[RoutingConfig, _Mapping]] = ..., pii: _Optional[_Union[PiiConfig, _Mapping]] = ..., prompt_injection: _Optional[_Union[PromptInjectionConfig, _Mapping]] = ..., rag_sources: _Optional[_Union[RagSourcesConfig, _Mapping]] = ..., audit: _Optional[_Union[AuditConfig, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens")

@@ -1,0 +1,137 @@
+"""The audit setting: decision-log sampling per org, prompts kept out unless asked for, masked
+and hashed attributes; and its bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import grpc
+from google.protobuf import struct_pb2
+
+from tests.conftest import KEY_PEPPER
+from tests.helpers import authorize_request, expect_error, rate_limit, tenant
+from warden.engine.audit import sampled
+from warden.v1 import admin_pb2, types_pb2, warden_pb2
+
+ORG = types_pb2.Scope(kind=types_pb2.SCOPE_KIND_ORG, id="acme")
+
+
+async def audit_policy(client, scope=ORG, **config) -> types_pb2.Policy:
+    reply = await client.admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
+        scope=scope, audit=types_pb2.AuditConfig(**config))), metadata=client.auth)
+    return reply.policy
+
+
+async def decision_events(db) -> dict[str, dict]:
+    rows = await db.fetch("SELECT request_id, model, attributes FROM audit_events "
+                          "WHERE action = 'authorize.decision'")
+    return {r["request_id"]: json.loads(r["attributes"]) for r in rows}
+
+
+async def test_every_decision_is_explained_by_default(client, db, warden):
+    key = await tenant(client)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 1, policy_id="chat-rpm")
+    first = await client.warden.Authorize(authorize_request(
+        key, "r1", messages=[warden_pb2.ChatMessage(role="user", content="secret plan")]))
+    second = await client.warden.Authorize(authorize_request(key, "r2"))
+    assert (first.decision, second.decision) == (warden_pb2.DECISION_ALLOW,
+                                                 warden_pb2.DECISION_DENY)
+    await warden.ledger.flush()
+    events = await decision_events(db)
+    assert events["r1"]["decision"] == "allow" and events["r2"]["decision"] == "deny"
+    refused = [r for r in events["r2"]["results"] if not r["allowed"]]
+    assert [(r["policy_id"], r["reason"]) for r in refused] == [("chat-rpm", "RATE_LIMITED")]
+    assert events["r1"]["route"]["model"] == "gpt-4o-mini"
+    assert events["r1"]["limits"][0]["policy_id"] == "chat-rpm"
+    # Prompt text is not stored without store_prompts.
+    assert "messages" not in events["r1"]
+    assert "secret plan" not in json.dumps(events)
+
+
+async def test_sampling_logs_every_denial_and_a_share_of_allows(client, db, warden):
+    key = await tenant(client)
+    await audit_policy(client, allow_sample_rate=0.1, deny_sample_rate=1)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 300, policy_id="chat-rpm")
+    for i in range(400):
+        await client.warden.Authorize(authorize_request(key, f"r{i}"))
+    await warden.ledger.flush()
+    events = await decision_events(db)
+    # The first 300 calls are allowed, the rest denied.
+    assert {k for k, e in events.items() if e["decision"] == "deny"} == {
+        f"r{i}" for i in range(300, 400)}
+    allows = {k for k, e in events.items() if e["decision"] == "allow"}
+    assert 10 <= len(allows) <= 60, len(allows)  # about 30 of 300
+    # A hash of the request id decides, so every sidecar (and a replay) samples alike.
+    assert allows == {f"r{i}" for i in range(300) if sampled(0.1, f"r{i}")}
+    # Every call is still in the decision log that reporting and settlement read.
+    assert await db.fetchval("SELECT count(*) FROM requests") == 400
+
+
+async def test_an_app_setting_overrides_the_org_unless_the_org_locks_it(client, db, warden):
+    key = await tenant(client)
+    app_scope = types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="chat")
+    await audit_policy(client, allow_sample_rate=1)
+    await audit_policy(client, app_scope, allow_sample_rate=0)
+    await client.warden.Authorize(authorize_request(key, "quiet"))
+    await client.admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
+        scope=ORG, locked=True, priority=1, audit=types_pb2.AuditConfig(allow_sample_rate=1))),
+        metadata=client.auth)
+    await client.warden.Authorize(authorize_request(key, "loud"))
+    await warden.ledger.flush()
+    assert set(await decision_events(db)) == {"loud"}
+
+
+async def test_prompts_masks_and_hashes_in_audit_events(client, db, warden):
+    key = await tenant(client)
+    attributes = struct_pb2.Struct()
+    attributes.update({"prompt": "tell me the secret", "completion": "no",
+                       "user": {"email": "ann@example.com", "plan": "pro"},
+                       "card": "4111 1111 1111 1111", "tool": "search"})
+    await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[
+        warden_pb2.AuditEvent(event_id="plain", action="llm.call", attributes=attributes)]))
+    await audit_policy(client, store_prompts=True, mask_fields=["card"],
+                       hash_fields=["user.email", "missing.path"])
+    await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[
+        warden_pb2.AuditEvent(event_id="scrubbed", action="llm.call", attributes=attributes)]))
+    await warden.ledger.flush()
+    stored = {r["event_id"]: json.loads(r["attributes"]) for r in await db.fetch(
+        "SELECT event_id, attributes FROM audit_events")}
+    # Default: prompt text removed, the rest as sent.
+    assert stored["plain"]["prompt"] == stored["plain"]["completion"] != "no"
+    assert "secret" not in json.dumps(stored["plain"])
+    assert stored["plain"]["card"] == "4111 1111 1111 1111"
+    # With the setting: prompts kept, the card masked, the email an HMAC under the pepper.
+    s = stored["scrubbed"]
+    assert (s["prompt"], s["completion"], s["card"], s["tool"]) == (
+        "tell me the secret", "no", "***", "search")
+    digest = hmac.new(KEY_PEPPER.encode(), b'"ann@example.com"', hashlib.sha256).hexdigest()
+    assert s["user"] == {"email": f"hmac-sha256:{digest}", "plan": "pro"}
+
+
+async def test_stored_prompts_join_the_explanation(client, db, warden):
+    key = await tenant(client)
+    await audit_policy(client, store_prompts=True)
+    await client.warden.Authorize(authorize_request(
+        key, "r1", messages=[warden_pb2.ChatMessage(role="user", content="hello there")]))
+    await warden.ledger.flush()
+    assert (await decision_events(db))["r1"]["messages"] == [
+        {"role": "user", "content": "hello there"}]
+
+
+async def test_bad_audit_settings_are_refused_with_the_field(client, db):
+    await tenant(client)
+    user_scope = types_pb2.Scope(kind=types_pb2.SCOPE_KIND_USER, id="ann")
+    cases = [
+        ({"allow_sample_rate": 1.5}, ORG, "policy.audit.allow_sample_rate"),
+        ({"deny_sample_rate": -0.1}, ORG, "policy.audit.deny_sample_rate"),
+        ({"mask_fields": ["a..b"]}, ORG, "policy.audit.mask_fields[0]"),
+        ({"mask_fields": ["card"], "hash_fields": ["card"]}, ORG, "policy.audit.hash_fields[0]"),
+        ({}, user_scope, "policy.scope.kind"),
+    ]
+    for config, scope, field in cases:
+        error = await expect_error(audit_policy(client, scope, **config))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, config
+        assert field in error.violations, (config, error.violations)
+    assert await db.fetchval("SELECT count(*) FROM policies") == 0
