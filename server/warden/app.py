@@ -41,6 +41,7 @@ from warden.quota import Quotas
 from warden.settings import Settings
 from warden.store import postgres
 from warden.store.apply import PostgresApplyStore
+from warden.store.audit_query import PostgresAuditQueryStore
 from warden.store.embedded import EmbeddedPostgres
 from warden.store.lookups import PostgresChangeFeed, PostgresLookupStore
 from warden.store.migrate import check_schema, migrate
@@ -166,6 +167,7 @@ class App:
             clock=self.database_now,
             default_max_output_tokens=s.default_max_output_tokens,
             reporting=PostgresReportingStore(self._pool),
+            audit_query=PostgresAuditQueryStore(self._pool),
         )
         await self._start_grpc(components)
         if s.metrics_listen:

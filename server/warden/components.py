@@ -9,6 +9,7 @@ from datetime import datetime
 from warden.cache import Cache
 from warden.ledger import Ledger
 from warden.quota import Quotas
+from warden.store.audit_query import AuditQueryStore
 from warden.store.base import ApplyStore, AuditSink, DirectoryStore, PolicyStore, PriceStore
 from warden.store.reporting import ReportingStore
 
@@ -29,3 +30,4 @@ class Components:
     # The max_output_tokens reserved when a call names none and a quota counts output tokens.
     default_max_output_tokens: int
     reporting: ReportingStore
+    audit_query: AuditQueryStore

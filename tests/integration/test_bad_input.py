@@ -1,14 +1,17 @@
 """Bad input gets a specific status with rich details, and writes nothing."""
 
+import re
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 
 from tests.helpers import authorize_request, expect_error, tenant
 from warden.api.admin_service import AdminService
+from warden.api.errors import fill_unimplemented
 from warden.api.warden_service import WardenService
-from warden.v1 import admin_pb2, types_pb2, warden_pb2
+from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2, warden_pb2
 
 BAD_AUTHORIZE = [
     ({"request_id": ""}, "request_id"),
@@ -204,11 +207,31 @@ async def test_invalid_policies_are_refused_and_never_stored(client):
 
 
 async def test_unimplemented_rpcs_say_so_and_the_readme_lists_them(client):
-    error = await expect_error(client.admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(),
-                                                            metadata=client.auth))
-    assert (error.code, error.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
+    service = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+    for name in AdminService.UNIMPLEMENTED:
+        request = message_factory.GetMessageClass(service.methods_by_name[name].input_type)()
+        error = await expect_error(getattr(client.admin, name)(request, metadata=client.auth))
+        assert (error.code, error.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("## Not built yet")[1].split("\n## ")[0]
-    for name in AdminService.UNIMPLEMENTED:
-        assert f"`Admin.{name}`" in section, name
+    assert set(re.findall(r"`Admin\.(\w+)`", section)) == set(AdminService.UNIMPLEMENTED)
     assert WardenService.UNIMPLEMENTED == ()
+
+
+async def test_an_rpc_without_a_handler_answers_not_implemented():
+    """What every RPC not built yet answers, on a servicer that has none built."""
+    bare = fill_unimplemented(type("Bare", (admin_pb2_grpc.AdminServicer,), {}),
+                              admin_pb2.DESCRIPTOR.services_by_name["Admin"])
+    assert "ListOrgs" in bare.UNIMPLEMENTED
+    server = grpc.aio.server()
+    admin_pb2_grpc.add_AdminServicer_to_server(bare(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            error = await expect_error(admin_pb2_grpc.AdminStub(channel).ListOrgs(
+                admin_pb2.ListOrgsRequest()))
+    finally:
+        await server.stop(None)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
+    assert "Admin.ListOrgs" in error.message

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from warden.api import convert, reporting
+from warden.api import audit_query, convert, reporting
 from warden.api.apply import handle_apply
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.policies import policy_row, validate_policy
@@ -402,6 +402,42 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         row = await store.request_metrics(request.org_id, request.app_id, request.model,
                                           start, end)
         return reporting.metrics_to_proto(row)
+
+    @rpc
+    async def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListAuditEventsResponse:
+        v = Violations()
+        v.id(request.org_id, "org_id")
+        where = audit_query.audit_filter(v, request)
+        v.page_size(request.page_size)
+        after = audit_query.decode_page_token(v, self._c.key_pepper, request)
+        v.done()
+        await self._org_of("org", request.org_id)
+        size = _page_size(request)
+        rows = await self._c.audit_query.list_events(request.org_id, where, after, size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = audit_query.encode_page_token(self._c.key_pepper, request, rows[-1])
+        return admin_pb2.ListAuditEventsResponse(
+            events=[audit_query.event_to_proto(r) for r in rows], next_page_token=token)
+
+    @rpc
+    async def GetRequestStory(
+        self, request: admin_pb2.GetRequestStoryRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetRequestStoryResponse:
+        v = Violations()
+        v.id(request.org_id, "org_id")
+        if v.required(request.request_id, "request_id"):
+            v.text(request.request_id, "request_id")
+        v.done()
+        await self._org_of("org", request.org_id)
+        decision, events = await self._c.audit_query.request_story(
+            request.org_id, request.request_id, audit_query.MAX_STORY_EVENTS)
+        if decision is None and not events:
+            raise not_found(f"request {request.request_id!r} in org {request.org_id!r}")
+        return audit_query.story_to_proto(decision, events)
 
     @_flushes_cache
     @rpc

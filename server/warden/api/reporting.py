@@ -25,7 +25,8 @@ GROUP_BY = {admin_pb2.SPEND_GROUP_BY_APP: "app", admin_pb2.SPEND_GROUP_BY_USER: 
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 
-def _time(v: Violations, request: Any, name: str) -> datetime | None:
+def timestamp_field(v: Violations, request: Any, name: str) -> datetime | None:
+    """The request's Timestamp field `name`, None when unset or invalid (then noted in v)."""
     if not request.HasField(name):
         return None
     ts = getattr(request, name)
@@ -37,7 +38,8 @@ def _time(v: Violations, request: Any, name: str) -> datetime | None:
 
 def time_range(v: Violations, request: Any, now: datetime) -> tuple[datetime, datetime]:
     """[start_time, end_time) of the request: end defaults to now, start to a day before end."""
-    start, end = _time(v, request, "start_time"), _time(v, request, "end_time")
+    start = timestamp_field(v, request, "start_time")
+    end = timestamp_field(v, request, "end_time")
     bad = any(f in ("start_time", "end_time") for f, _ in v.items)
     end = end or now
     start = start or end - DEFAULT_RANGE

@@ -656,7 +656,7 @@ class StoredAuditEvent(_message.Message):
     def __init__(self, event: _Optional[_Union[_warden_pb2.AuditEvent, _Mapping]] = ..., org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListAuditEventsRequest(_message.Message):
-    __slots__ = ("org_id", "app_id", "user_id", "action", "model", "request_id", "start_time", "end_time", "page_size", "page_token")
+    __slots__ = ("org_id", "app_id", "user_id", "action", "model", "request_id", "start_time", "end_time", "page_size", "page_token", "decision")
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -667,6 +667,7 @@ class ListAuditEventsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     org_id: str
     app_id: str
     user_id: str
@@ -677,7 +678,8 @@ class ListAuditEventsRequest(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     page_size: int
     page_token: str
-    def __init__(self, org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., user_id: _Optional[str] = ..., action: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    decision: _warden_pb2.Decision
+    def __init__(self, org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., user_id: _Optional[str] = ..., action: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., decision: _Optional[_Union[_warden_pb2.Decision, str]] = ...) -> None: ...
 
 class ListAuditEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")
