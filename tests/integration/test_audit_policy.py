@@ -135,3 +135,18 @@ async def test_bad_audit_settings_are_refused_with_the_field(client, db):
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT, config
         assert field in error.violations, (config, error.violations)
     assert await db.fetchval("SELECT count(*) FROM policies") == 0
+
+
+async def test_a_request_story_explains_the_decision_as_authorize_did(client, warden):
+    key = await tenant(client)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 1, policy_id="chat-rpm")
+    answers = [await client.warden.Authorize(authorize_request(key, f"r{i}")) for i in (1, 2)]
+    await warden.ledger.flush()
+    for request_id, answer in zip(("r1", "r2"), answers, strict=True):
+        story = await client.admin.GetRequestStory(admin_pb2.GetRequestStoryRequest(
+            org_id="acme", request_id=request_id), metadata=client.auth)
+        assert story.decision.decision == answer.decision
+        assert list(story.decision.results) == list(answer.results)
+        assert list(story.decision.limits) == list(answer.limits)
+        assert story.decision.retry_after == answer.retry_after
+    assert answers[1].decision == warden_pb2.DECISION_DENY and answers[1].retry_after.seconds

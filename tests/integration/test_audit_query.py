@@ -58,6 +58,12 @@ class Trail:
 
     async def tenant(self, org: str, apps: tuple[str, ...]) -> None:
         self.keys[(org, apps[0])] = await tenant(self.client, org, apps[0])
+        # Only the events a test sends: decision explanations are test_audit_policy.py's.
+        await self.client.admin.CreatePolicy(admin_pb2.CreatePolicyRequest(
+            policy=types_pb2.Policy(
+                scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_ORG, id=org),
+                audit=types_pb2.AuditConfig(allow_sample_rate=0, deny_sample_rate=0))),
+            metadata=self.client.auth)
         for app in apps[1:]:
             await self.client.admin.CreateApp(admin_pb2.CreateAppRequest(
                 app=admin_pb2.App(id=app, org_id=org)), metadata=self.client.auth)

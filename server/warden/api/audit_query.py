@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -129,12 +130,54 @@ def _settlement(row: Row) -> warden_pb2.RecordUsageRequest | None:
         reservation_id=row["reservation_id"])
 
 
+def _explain(reply: admin_pb2.GetRequestStoryResponse, attributes: Mapping[str, Any]) -> None:
+    """Fill the decision's results, limits, fallbacks and retry_after (and the request's
+    messages, when the audit setting stored them) from its authorize.decision event
+    (engine/audit.explanation). A setting that masked or hashed those attributes leaves the
+    parts it changed unset."""
+    decision, a = reply.decision, attributes
+    for r in a.get("results") or ():
+        with _unreadable():
+            decision.results.append(warden_pb2.PolicyResult(
+                policy_id=r["policy_id"], scope=convert.scope(r["scope"]["kind"], r["scope"]["id"]),
+                policy_type=r["policy_type"], mode=convert.MODES[r["mode"]],
+                allowed=r["allowed"], reason=convert.REASONS[r["reason"]],
+                message=r["message"]))
+    for o in a.get("limits") or ():
+        with _unreadable():
+            decision.limits.append(warden_pb2.LimitStatus(
+                policy_id=o["policy_id"], scope=convert.scope(o["scope"]["kind"], o["scope"]["id"]),
+                metric=convert.METRICS[o["metric"]], limit=o["limit"],
+                remaining=min(max(o["remaining"] or 0, 0), o["limit"]),
+                reset_time=convert.timestamp(datetime.fromisoformat(o["reset_time"]))
+                if o["reset_time"] else None))
+    with _unreadable():
+        for t in (a.get("route") or {}).get("fallbacks") or ():
+            decision.route.fallbacks.append(types_pb2.RouteTarget(**t))
+    with _unreadable():
+        if a.get("retry_after_seconds") is not None:
+            decision.retry_after.FromTimedelta(timedelta(seconds=a["retry_after_seconds"]))
+    for m in a.get("messages") or ():
+        with _unreadable():
+            reply.request.messages.append(warden_pb2.ChatMessage(**m))
+
+
+@contextlib.contextmanager
+def _unreadable():
+    """A part of an explanation that is not as explanation() wrote it is left out."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+
+
 def story_to_proto(decision: Row | None,
                    events: Sequence[Row]) -> admin_pb2.GetRequestStoryResponse:
     """The log keeps the routed model, provider and max_output_tokens of an allowed call (its
-    route) and the asked-for ones of a denied call; not the policy results, limits, fallbacks,
-    messages or labels. Its user_id is the identity's: whether the caller named it is not kept,
-    so request.user_id stays empty."""
+    route) and the asked-for ones of a denied call; the decision's explanation event, when the
+    audit setting sampled it, adds the policy results, limits, fallbacks and retry_after.
+    Its user_id is the identity's: whether the caller named it is not kept, so
+    request.user_id stays empty."""
     reply = admin_pb2.GetRequestStoryResponse(events=[event_to_proto(e) for e in events])
     if decision is None:
         return reply
@@ -156,4 +199,7 @@ def story_to_proto(decision: Row | None,
     usage = _settlement(d)
     if usage is not None:
         reply.usage.CopyFrom(usage)
+    explained = [e for e in events if e["event_id"] == f"decision:{d['request_id']}"]
+    if explained:
+        _explain(reply, explained[0]["attributes"])
     return reply

@@ -43,22 +43,29 @@ def sampled(rate: float, request_id: str) -> bool:
 
 
 def explanation(decision: Decision) -> dict[str, Any]:
-    """The decision's reasons, as the attributes of an "authorize.decision" event."""
+    """The decision's reasons, as the attributes of an "authorize.decision" event (the
+    fields of its AuthorizeResponse, which GetRequestStory rebuilds from them)."""
     route = decision.route
     return {
         "decision": "allow" if decision.allowed else "deny",
         "reason": decision.reason.value,
-        "results": [{"policy_id": r.policy_id, "scope": f"{r.scope_kind}:{r.scope_id}",
+        "results": [{"policy_id": r.policy_id, "scope": {"kind": r.scope_kind, "id": r.scope_id},
                      "policy_type": r.policy_type, "mode": r.mode, "allowed": r.allowed,
                      "reason": r.reason.value, "message": r.message}
                     for r in decision.results],
         "route": {"provider": route.provider, "model": route.model,
                   "max_output_tokens": route.max_output_tokens,
-                  "fallbacks": [f"{t.provider}/{t.model}" for t in route.fallbacks]}
+                  "fallbacks": [{"provider": t.provider, "model": t.model}
+                                for t in route.fallbacks]}
         if route else None,
-        "limits": [{"policy_id": o.check.policy.id, "remaining": o.remaining,
+        "limits": [{"policy_id": o.check.policy.id,
+                    "scope": {"kind": o.check.policy.scope_kind, "id": o.check.policy.scope_id},
+                    "metric": o.check.policy.metric, "limit": o.check.policy.limit,
+                    "remaining": o.remaining,
                     "reset_time": o.reset_time.isoformat() if o.reset_time else None}
                    for o in decision.limits],
+        "retry_after_seconds": decision.retry_after.total_seconds()
+        if decision.retry_after is not None else None,
     }
 
 
