@@ -99,3 +99,9 @@ JOURNAL_DROPPED = Counter(
     "(corrupt, one per stretch), and segments ending in a torn record (torn_tail).",
     ["kind"],
 )
+AUDIT_PARTITIONS = Counter(
+    "warden_audit_partitions_total",
+    "Monthly audit_events partitions created ahead of time (created) or, past "
+    "WARDEN_AUDIT_RETENTION_DAYS, detached and dropped whole (dropped), by this sidecar.",
+    ["change"],
+)
