@@ -41,6 +41,7 @@ from warden.quota import Quotas
 from warden.settings import Settings
 from warden.store import postgres
 from warden.store.apply import PostgresApplyStore
+from warden.store.audit_partitions import maintain_audit_partitions
 from warden.store.audit_query import PostgresAuditQueryStore
 from warden.store.embedded import EmbeddedPostgres
 from warden.store.lookups import PostgresChangeFeed, PostgresLookupStore
@@ -153,7 +154,8 @@ class App:
                              s.journal_max_bytes)
         await self.ledger.start()
         self._background = [asyncio.create_task(self.quotas.run()),
-                            asyncio.create_task(self._prune())]
+                            asyncio.create_task(self._prune()),
+                            asyncio.create_task(self._maintain_audit())]
         components = Components(
             directory=postgres.PostgresDirectoryStore(self._pool),
             policies=postgres.PostgresPolicyStore(self._pool),
@@ -189,6 +191,20 @@ class App:
             except Exception as exc:  # noqa: BLE001 - next hour
                 log.warning("pruning counter buckets failed", extra={"error": repr(exc)})
             await asyncio.sleep(3600)
+
+    async def _maintain_audit(self) -> None:
+        """Hourly (a minute after a failure): audit partitions made ahead, old ones dropped."""
+        assert self._pool is not None
+        days = self.settings.audit_retention_days
+        while True:
+            try:
+                await maintain_audit_partitions(self._pool,
+                                                timedelta(days=days) if days else None)
+                delay = 3600
+            except Exception as exc:  # noqa: BLE001 - the default partition catches meanwhile
+                log.warning("audit partition maintenance failed", extra={"error": repr(exc)})
+                delay = 60
+            await asyncio.sleep(delay)
 
     def database_now(self) -> datetime:
         return datetime.now(UTC) + self._clock_offset

@@ -10,8 +10,12 @@ Guarantees:
 - A record `append` returned for survives SIGKILL of the process (it went through os.write).
 - A record whose `sync` returned also survives a machine crash (fdatasync; a new segment's
   directory entry is fsynced before any record in it can be reported synced).
-- A crash can tear only the tail of a segment; `open` keeps the valid records before a torn or
-  corrupt record and counts the discarded tails in `torn_tails`.
+- A crash can tear only the tail of a segment: `open` ignores a damaged stretch that runs to the
+  end of its segment (counted in `torn_tails`). Damage anywhere else (a bad checksum, a wrong
+  length, bytes that are no record) never hides the records after it: `open` skips to the
+  next position where a whole record validates (header, CRC32 of its body, a JSON object),
+  logs the stretch and counts it in `corrupt_stretches` and
+  warden_journal_dropped_total{kind="corrupt"}. A stretch may have held several records.
 - Records are applied at least once: a crash between applying a segment and `done` replays it.
 - After an fsync failure nothing is reported synced again (the kernel may have dropped the
   dirty pages and cleared the error), so every later `sync` raises OSError too.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import struct
 import time
@@ -31,9 +36,18 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from warden import metrics
+
+log = logging.getLogger("warden.journal")
+
 _HEADER = struct.Struct(">II")
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
 _SUFFIX = ".wal"
+# Every body is json.dumps of a dict, so a record's body starts with this byte: resynchronising
+# after damage tries only the positions 8 bytes before one (in C, by bytes.find), which skips
+# zero-filled stretches at once. Inside a body the 4 bytes before a "{" are text, whose value as
+# a length (at least 0x20202020, over 500 MB) exceeds any segment, so such positions fail at once.
+_BODY_START = b"{"
 
 
 class JournalError(RuntimeError):
@@ -53,6 +67,7 @@ class Journal:
         self.directory = Path(directory)
         self.fsync = fsync
         self.torn_tails = 0
+        self.corrupt_stretches = 0  # damaged stretches skipped inside segments
         self.fsyncs = 0  # fdatasync calls on segments, for tests and metrics
         self._lock_fd = -1
         self._fd = -1
@@ -84,7 +99,7 @@ class Journal:
                 continue
             self._counter = max(self._counter, int(path.stem))
             data = path.read_bytes()
-            records = self._read(data)
+            records = self._read(path, data)
             if records:
                 self._sealed.append(Segment(path, records, len(data), path.stat().st_mtime))
             else:  # nothing to apply: an empty segment, or one torn before its first record
@@ -209,25 +224,28 @@ class Journal:
         self._current, self._size = [], 0
         return fd, path
 
-    def _read(self, data: bytes) -> list[dict]:
+    def _read(self, path: Path, data: bytes) -> list[dict]:
         records, pos = [], 0
         while pos < len(data):
-            if len(data) - pos < _HEADER.size:
+            found = _record_at(data, pos)
+            if found is not None:
+                records.append(found[0])
+                pos = found[1]
+                continue
+            after = _next_record(data, pos + 1)
+            end = len(data) if after is None else after
+            info = {"segment": path.name, "offset": pos, "bytes": end - pos}
+            if after is None:
+                # What a crash mid-write leaves: a record cut short with nothing after it.
+                self.torn_tails += 1
+                metrics.JOURNAL_DROPPED.labels("torn_tail").inc()
+                log.warning("journal segment ends in a torn record; ignored", extra=info)
                 break
-            length, crc = _HEADER.unpack_from(data, pos)
-            body = data[pos + _HEADER.size:pos + _HEADER.size + length]
-            if len(body) < length or zlib.crc32(body) != crc:
-                break
-            try:
-                record = json.loads(body)
-            except ValueError:  # includes UnicodeDecodeError
-                break
-            if not isinstance(record, dict):
-                break
-            records.append(record)
-            pos += _HEADER.size + length
-        if pos < len(data):
-            self.torn_tails += 1
+            self.corrupt_stretches += 1
+            metrics.JOURNAL_DROPPED.labels("corrupt").inc()
+            log.error("damaged journal records skipped; the records after them are kept",
+                      extra={**info, "next_record_at": after})
+            pos = after
         return records
 
     def _fdatasync(self, fd: int) -> None:
@@ -248,3 +266,32 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _record_at(data: bytes, pos: int) -> tuple[dict, int] | None:
+    """The record starting at `pos` and the position after it, or None if none validates."""
+    if len(data) - pos < _HEADER.size:
+        return None
+    length, crc = _HEADER.unpack_from(data, pos)
+    start = pos + _HEADER.size
+    if length > len(data) - start or data[start:start + 1] != _BODY_START:
+        return None
+    body = data[start:start + length]
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        record = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+    return (record, start + length) if isinstance(record, dict) else None
+
+
+def _next_record(data: bytes, pos: int) -> int | None:
+    """The first position from `pos` on where a whole record validates (None: none does).
+    A CRC32 match on a random stretch that also parses as a JSON object is left to chance."""
+    brace = data.find(_BODY_START, pos + _HEADER.size)
+    while brace != -1:
+        if _record_at(data, brace - _HEADER.size) is not None:
+            return brace - _HEADER.size
+        brace = data.find(_BODY_START, brace + 1)
+    return None

@@ -53,21 +53,40 @@ log = logging.getLogger("warden.ledger")
 # well inside WARDEN_DB_TIMEOUT_SECONDS.
 BATCH = 1000
 # One round trip, one transaction: the decision log and usage (warden_flush) and the audit
-# events of the batch, each event stored once per (org, event id) however often it is replayed.
-# Events of an org deleted since they were accepted cannot be stored (foreign key): counted.
+# events of the batch. audit_events is partitioned by event_time, so its key is (org, event id,
+# event time): a replayed record carries the time it was journaled with and is stored once
+# (ON CONFLICT, even when two replays race). A caller's retry that let the sidecar assign the
+# time again differs in time only: such a copy is skipped when the org already has the id, or
+# an earlier record of the batch has it. (Two sidecars flushing such copies at the same moment
+# may both store theirs: docs/audit.md.) Events of an org deleted since they were accepted
+# cannot be stored (foreign key): counted.
 _FLUSH = """
 WITH events AS (
-    SELECT b.org_id, b.app_id, e.*
-    FROM jsonb_to_recordset($3::jsonb) AS b(org_id text, app_id text, events jsonb),
-         jsonb_to_recordset(b.events) AS e(event_id text, event_time timestamptz, action text,
-             request_id text, user_id text, model text, provider text, attributes jsonb)),
+    SELECT DISTINCT ON (b.org_id, e.event_id) b.org_id, b.app_id, e.event_id, e.event_time,
+           e.action, e.request_id, e.user_id, e.model, e.provider, e.attributes
+    FROM ROWS FROM (jsonb_to_recordset($3::jsonb) AS (org_id text, app_id text, events jsonb))
+             WITH ORDINALITY AS b(org_id, app_id, events, n),
+         ROWS FROM (jsonb_to_recordset(b.events) AS (event_id text, event_time timestamptz,
+             action text, request_id text, user_id text, model text, provider text,
+             attributes jsonb))
+             WITH ORDINALITY AS e(event_id, event_time, action, request_id, user_id, model,
+                                  provider, attributes, i)
+    ORDER BY b.org_id, e.event_id, b.n, e.i),
 stored AS (
     INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
                               user_id, model, provider, attributes)
     SELECT org_id, app_id, event_id, event_time, action, request_id, user_id, model, provider,
            attributes
-    FROM events WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = events.org_id)
-    ON CONFLICT (org_id, event_id) DO NOTHING RETURNING 1)
+    FROM events e
+    -- LATERAL ... LIMIT 1, not NOT EXISTS: one primary-key probe per event and partition,
+    -- where an anti join may hash every event of the org. No time bound on purpose: with
+    -- one, a planner without statistics took the (org_id, event_time) index and read every
+    -- event of the org in the range, for each event.
+    LEFT JOIN LATERAL (SELECT true AS found FROM audit_events a
+                       WHERE a.org_id = e.org_id AND a.event_id = e.event_id
+                       LIMIT 1) seen ON true
+    WHERE seen.found IS NULL AND EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)
+    ON CONFLICT (org_id, event_id, event_time) DO NOTHING RETURNING 1)
 SELECT f.*,
        (SELECT count(*) FROM events e
         WHERE NOT EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)) AS audit_orphaned

@@ -49,12 +49,18 @@ ATTEMPTS = 50
 
 _LEASE = "SELECT * FROM warden_lease($1, $2, $3, $4, $5, $6, $7, $8)"
 _ADJUST = "SELECT warden_adjust($1::text[], $2::timestamptz[], $3::bigint[])"
+# Sidecars that see the same crossing give the event the same id but each its own time, and the
+# audit key holds the time (migrations/0004): so they take turns (a lock on the id, then a
+# statement whose snapshot is taken after it) and only the first stores it.
+_ALERT_LOCK = "SELECT pg_advisory_xact_lock(1463898692, hashtext($1))"  # 1463898692: "WARD"
 _ALERT = """
 INSERT INTO audit_events (org_id, event_id, app_id, event_time, action, attributes)
 SELECT p.org_id, $2, CASE WHEN p.scope_kind = 'app' THEN p.scope_id ELSE '' END, $3,
        'budget.alert', $4::jsonb
-FROM policies p WHERE p.id = $1
-ON CONFLICT (org_id, event_id) DO NOTHING RETURNING org_id"""
+FROM policies p WHERE p.id = $1 AND NOT EXISTS (
+    SELECT 1 FROM audit_events a
+    WHERE a.org_id = (SELECT org_id FROM policies WHERE id = $1) AND a.event_id = $2)
+ON CONFLICT (org_id, event_id, event_time) DO NOTHING RETURNING org_id"""
 
 
 @dataclass(frozen=True)
@@ -240,13 +246,18 @@ class Quotas:
         while self._alerts:
             alert = self._alerts[0]
             metrics.DB_ROUND_TRIPS.labels("alert").inc()
-            stored = await asyncio.wait_for(self._pool.fetchval(_ALERT, *alert), self._timeout)
+            stored = await asyncio.wait_for(self._store_alert(alert), self._timeout)
             self._alerts.pop(0)
             if stored:  # not already stored by another sidecar
                 metrics.BUDGET_ALERTS.inc()
                 log.warning("budget alert threshold reached", extra={
                     k: alert[3][k] for k in ("policy_id", "period_start", "threshold_percent",
                                              "counted_micros", "limit_micros")})
+
+    async def _store_alert(self, alert: tuple[str, str, datetime, dict]) -> str | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_ALERT_LOCK, alert[1])
+            return await conn.fetchval(_ALERT, *alert)
 
     def _may_ask(self, lease: Lease, now: float) -> bool:
         return now >= self._down_until and (now - lease.short_at >= EMPTY_RETRY

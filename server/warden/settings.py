@@ -54,6 +54,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be an integer >= 0")
+    return number
+
+
 def _non_negative_float(value: str) -> float:
     number = float(value)
     if not number >= 0:
@@ -177,6 +184,9 @@ OPTIONS: tuple[Option, ...] = (
            "limit or budget counts output tokens"),
     Option("quota_retention_days", _positive_float, "35",
            "how long counter buckets are kept after no window or budget period counts them"),
+    Option("audit_retention_days", _non_negative_int, "180",
+           "age (by event time) past which audit events go, a whole monthly partition at a "
+           "time once all of its month is that old; 0 keeps them forever"),
 )
 
 
@@ -210,6 +220,7 @@ class Settings:
     journal_max_bytes: int
     default_max_output_tokens: int
     quota_retention_days: float
+    audit_retention_days: int
 
     @property
     def embedded_database(self) -> bool:

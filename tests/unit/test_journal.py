@@ -1,5 +1,6 @@
-"""The journal against real files: round trips, reopening, torn tails, the directory lock, group
-commit, fsync failure and a process killed with SIGKILL right after its records were synced."""
+"""The journal against real files: round trips, reopening, torn tails, damaged records skipped
+over, the directory lock, group commit, fsync failure and a process killed with SIGKILL right
+after its records were synced."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from warden.journal import Journal, JournalError
 
@@ -105,8 +107,10 @@ async def test_a_torn_tail_keeps_the_valid_prefix(tmp_path: Path, damage: str) -
     path.write_bytes(damaged[damage]())
 
     again = Journal(tmp_path)
+    corrupt, torn = dropped("corrupt"), dropped("torn_tail")
     assert [s.records for s in again.open()] == [[rec(0), rec(1)]]
-    assert again.torn_tails == 1
+    assert again.torn_tails == 1 and again.corrupt_stretches == 0
+    assert (dropped("corrupt"), dropped("torn_tail")) == (corrupt, torn + 1)
     await again.close()
 
 
@@ -128,6 +132,117 @@ async def test_bad_json_with_a_good_crc_is_a_torn_tail(tmp_path: Path) -> None:
 
 def _body(i: int) -> bytes:
     return json.dumps(rec(i), separators=(",", ":")).encode()
+
+
+def dropped(kind: str) -> float:
+    return REGISTRY.get_sample_value("warden_journal_dropped_total", {"kind": kind}) or 0.0
+
+
+async def five_records(directory: Path) -> tuple[Path, bytes, list[int]]:
+    """A closed segment holding rec(0)..rec(4); its bytes and where each record starts."""
+    journal = Journal(directory)
+    journal.open()
+    for i in range(5):
+        journal.append(rec(i))
+    await journal.close()
+    (path,) = segment_files(directory)
+    data = path.read_bytes()
+    starts = [sum(8 + len(_body(j)) for j in range(i)) for i in range(5)]
+    return path, data, starts
+
+
+def _put_length(data: bytes, at: int, length: int) -> bytes:
+    return data[:at] + struct.pack(">I", length) + data[at + 4:]
+
+
+# Each damages the middle record, rec(2), or the bytes around it; rec(3) and rec(4) follow.
+MIDDLE_DAMAGE: dict[str, Callable[[bytes, list[int]], bytes]] = {
+    "body byte flipped": lambda d, s: d[:s[2] + 20] + bytes([d[s[2] + 20] ^ 0x40]) + d[s[2] + 21:],
+    "bytes zeroed": lambda d, s: d[:s[2] + 3] + bytes(30) + d[s[2] + 33:],
+    "crc flipped": lambda d, s: d[:s[2] + 5] + bytes([d[s[2] + 5] ^ 0xFF]) + d[s[2] + 6:],
+    "length too long": lambda d, s: _put_length(d, s[2], s[3] - s[2] + 10),
+    "length past the end": lambda d, s: _put_length(d, s[2], 1 << 30),
+    "length too short": lambda d, s: _put_length(d, s[2], 7),
+    "length zero": lambda d, s: _put_length(d, s[2], 0),
+    "length field cut short": lambda d, s: d[:s[2] + 1] + d[s[2] + 3:],
+    "header missing": lambda d, s: d[:s[2]] + d[s[2] + 8:],
+    "record cut short": lambda d, s: d[:s[2] + 30] + d[s[3]:],
+}
+
+
+@pytest.mark.parametrize("damage", MIDDLE_DAMAGE)
+async def test_a_damaged_record_does_not_hide_the_records_after_it(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path, data, starts = await five_records(tmp_path)
+    path.write_bytes(MIDDLE_DAMAGE[damage](data, starts))
+    corrupt, torn = dropped("corrupt"), dropped("torn_tail")
+
+    again = Journal(tmp_path)
+    assert [s.records for s in again.open()] == [[rec(0), rec(1), rec(3), rec(4)]]
+    assert (again.corrupt_stretches, again.torn_tails) == (1, 0)
+    assert (dropped("corrupt"), dropped("torn_tail")) == (corrupt + 1, torn)
+    (logged,) = [r for r in caplog.records if r.name == "warden.journal"]
+    assert logged.levelname == "ERROR" and logged.offset == starts[2]
+    assert logged.segment == path.name
+    await again.close()
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00" * 4096,  # a hole a crash can leave in a file
+    b"garbage{with braces}{\"i\":1}",
+    struct.pack(">II", 12, 0) + b'{"i":"fake"}',  # a header whose checksum is wrong
+    bytes(range(256)) * 3,
+], ids=["a hole of zeros", "text with braces", "a header with a wrong checksum", "every byte"])
+async def test_garbage_between_records_is_skipped(tmp_path: Path, garbage: bytes) -> None:
+    path, data, starts = await five_records(tmp_path)
+    path.write_bytes(data[:starts[2]] + garbage + data[starts[2]:])
+    again = Journal(tmp_path)
+    assert [s.records for s in again.open()] == [[rec(i) for i in range(5)]]
+    assert (again.corrupt_stretches, again.torn_tails) == (1, 0)
+    await again.close()
+
+
+async def test_damage_first_in_between_and_at_the_tail_is_counted_apart(tmp_path: Path) -> None:
+    path, data, starts = await five_records(tmp_path)
+    damaged = bytearray(data)
+    damaged[starts[0] + 12] ^= 0x01  # rec(0)
+    damaged[starts[2] + 12] ^= 0x01  # rec(2)
+    damaged[starts[3] + 12] ^= 0x01  # rec(3): the same stretch as rec(2)
+    torn = data[starts[1]:starts[2] - 5]  # a copy of rec(1) cut short, as a crash leaves it
+    path.write_bytes(bytes(damaged) + torn)
+    again = Journal(tmp_path)
+    assert [s.records for s in again.open()] == [[rec(1), rec(4)]]
+    assert (again.corrupt_stretches, again.torn_tails) == (2, 1)
+    await again.close()
+
+
+async def test_damage_anywhere_loses_only_the_records_it_touches(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "src")
+    journal.open()
+    for i in range(20):
+        journal.append(rec(i))
+    await journal.close()
+    (source,) = segment_files(tmp_path / "src")
+    data = source.read_bytes()
+    starts = [sum(8 + len(_body(j)) for j in range(i)) for i in range(21)]
+    rng = random.Random(5)
+    for trial in range(300):
+        first = rng.randrange(len(data) - 1)
+        last = min(first + rng.choice([1, 3, 8, 40, 300]), len(data))
+        noise = bytes(rng.randrange(256) for _ in range(last - first))
+        directory = tmp_path / f"t{trial}"
+        directory.mkdir()
+        (directory / source.name).write_bytes(data[:first] + noise + data[last:])
+        again = Journal(directory)
+        records = [r for s in again.open() for r in s.records]
+        await again.close()
+        untouched = [rec(i) for i in range(20) if starts[i + 1] <= first or starts[i] >= last]
+        assert records == untouched or (  # the noise may have left a record as it was
+            set(map(str, untouched)) <= set(map(str, records))
+            and records == sorted(records, key=lambda r: r["i"])), (trial, first, last)
+        after = any(starts[i] >= last for i in range(20))
+        assert (again.corrupt_stretches, again.torn_tails) == (int(after), int(not after)), trial
 
 
 async def test_one_journal_per_directory(tmp_path: Path) -> None:

@@ -55,6 +55,14 @@ def test_every_bad_value_is_reported_with_its_source() -> None:
         assert expected in message
 
 
+def test_audit_retention_is_whole_days_and_zero_keeps_forever() -> None:
+    assert Settings.load(env={}).audit_retention_days == 180
+    assert Settings.load(env={"WARDEN_AUDIT_RETENTION_DAYS": "0"}).audit_retention_days == 0
+    for bad in ("-1", "1.5", "forever"):
+        with pytest.raises(SettingsError, match=f"WARDEN_AUDIT_RETENTION_DAYS='{bad}'"):
+            Settings.load(env={"WARDEN_AUDIT_RETENTION_DAYS": bad})
+
+
 def test_flags_win_over_environment() -> None:
     s = Settings.load(env={"WARDEN_LISTEN": "127.0.0.1:1"}, overrides={"listen": "unix:/tmp/w"})
     assert s.listen == "unix:/tmp/w"
