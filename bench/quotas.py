@@ -77,6 +77,7 @@ TOKEN_LIMIT_ID = "bench-app-tokens"
 TOKEN_LIMIT = 10**12  # total tokens a minute: the largest limit Warden accepts
 BUDGET_ID = "bench-org-budget"
 BUDGET_MICROS = 10**15  # a month
+AUDIT_POLICY_ID = "bench-decision-log-off"
 # Empty provider: the price applies to the route and to its fallback alike.
 PRICE = admin_pb2.ModelPrice(provider="", model=MODEL, input_micros_per_million=150_000,
                              output_micros_per_million=600_000,
@@ -316,6 +317,42 @@ async def add_quotas(target: str, admin_token: str) -> None:
                                      metadata=auth)
 
 
+async def decision_log(target: str, admin_token: str, on: bool) -> None:
+    """Turn the explanations of the decision log on (no audit policy: everything is
+    explained) or off (an org audit setting that samples none)."""
+    auth = admin_metadata(admin_token)
+    async with grpc.aio.insecure_channel(target) as channel:
+        admin = admin_pb2_grpc.AdminStub(channel)
+        try:
+            await admin.DeletePolicy(admin_pb2.DeletePolicyRequest(id=AUDIT_POLICY_ID),
+                                     metadata=auth)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        if not on:
+            await admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
+                id=AUDIT_POLICY_ID, scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_ORG,
+                                                          id=ORG_ID),
+                audit=types_pb2.AuditConfig(allow_sample_rate=0, deny_sample_rate=0))),
+                metadata=auth)
+
+
+async def stored_explanations(database_url: str) -> int:
+    """Explanations in Postgres (stored in the flush transaction of their decisions)."""
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM audit_events WHERE action = 'authorize.decision'")
+    finally:
+        await conn.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def check_policy_set(target: str, request: warden_pb2.AuthorizeRequest) -> list[str]:
     """The policies Warden evaluated for one call: every quota of the set must be among them."""
     async with grpc.aio.insecure_channel(target) as channel:
@@ -337,12 +374,16 @@ def one_sidecar(args: argparse.Namespace, base_url: str, tmp: Path, problems: li
     with contextlib.ExitStack() as stack:
         database_url = stack.enter_context(fresh_database(base_url))
         print("part 1: starting warden and the no-op server ...", file=sys.stderr)
-        start_server(stack, "warden", warden_command(warden_target, tmp / "warden", database_url,
-                                                     f"{HOST}:{metrics_port}"),
-                     warden_target, tmp / "warden.log", env)
-        start_server(stack, "noop server",
-                     [sys.executable, str(HERE / "noop_server.py"), "--listen", noop_target],
-                     noop_target, tmp / "noop.log")
+        servers = {
+            "warden": start_server(
+                stack, "warden", warden_command(warden_target, tmp / "warden", database_url,
+                                                f"{HOST}:{metrics_port}"),
+                warden_target, tmp / "warden.log", env),
+            "noop": start_server(
+                stack, "noop server",
+                [sys.executable, str(HERE / "noop_server.py"), "--listen", noop_target],
+                noop_target, tmp / "noop.log"),
+        }
         try:
             api_key = asyncio.run(create_tenant(warden_target, admin_token))
             asyncio.run(add_quotas(warden_target, admin_token))
@@ -353,27 +394,42 @@ def one_sidecar(args: argparse.Namespace, base_url: str, tmp: Path, problems: li
         except grpc.aio.AioRpcError as exc:
             raise BenchError(f"cannot set up the tenant: {exc.code().name}: {exc.details()}"
                              ) from None
-        # A factory per run: request ids must not repeat across runs on Warden.
+        # A factory per run: request ids must not repeat across runs on Warden. Each mode runs
+        # against the no-op, Warden (every decision explained in the decision log, the
+        # default), and Warden with the org's audit setting sampling no explanation.
         runs = {
-            "authorize": {"noop": authorize_call(request_factory(api_key)),
-                          "warden": authorize_call(request_factory(api_key))},
+            "authorize": {server: authorize_call(request_factory(api_key))
+                          for server in ("noop", "warden", "unlogged")},
             "pair": {"noop": noop_pair_call(request_factory(api_key)),
-                     "warden": pair_call(request_factory(api_key), api_key)},
+                     **{server: pair_call(request_factory(api_key), api_key)
+                        for server in ("warden", "unlogged")}},
         }
+        targets = {"noop": noop_target, "warden": warden_target, "unlogged": warden_target}
         results: dict = {"policies": evaluated}
         for mode, calls in runs.items():
-            for server, target in (("noop", noop_target), ("warden", warden_target)):
+            for server, target in targets.items():
                 print(f"part 1: {mode} against {server} ...", file=sys.stderr)
-                results[f"{mode}/{server}"] = asyncio.run(
+                asyncio.run(decision_log(warden_target, admin_token, server != "unlogged"))
+                proc = servers["noop" if server == "noop" else "warden"]
+                cpu = process_cpu_seconds(proc.pid)
+                results[f"{mode}/{server}"] = r = asyncio.run(
                     drive([target], calls[server], args.concurrency, args.warmup,
                           args.seconds))
-        authorized = 1 + results["authorize/warden"]["ops"] + results["pair/warden"]["ops"]
-        recorded = results["pair/warden"]["ops"]
+                r["server_cpu_ms"] = round(
+                    (process_cpu_seconds(proc.pid) - cpu) * 1000 / max(r["ops"], 1), 3)
+        authorized = 1 + sum(results[f"{mode}/{server}"]["ops"] for mode in runs
+                             for server in ("warden", "unlogged"))
+        recorded = sum(results[f"pair/{server}"]["ops"] for server in ("warden", "unlogged"))
         stored = asyncio.run(stored_rows(database_url, authorized, recorded))
         if stored != (authorized, recorded):
             problems.append(f"part 1: the database holds {stored[0]} allowed decisions and "
                             f"{stored[1]} usage rows; Warden answered {authorized} and "
                             f"{recorded}")
+        explained = asyncio.run(stored_explanations(database_url))
+        logged = 1 + results["authorize/warden"]["ops"] + results["pair/warden"]["ops"]
+        if explained != logged:
+            problems.append(f"part 1: {explained} decisions explained in audit_events; the "
+                            f"runs with the decision log on made {logged}")
         for key, r in results.items():
             if key != "policies" and r["errors"]:
                 problems.append(f"part 1 {key}: {r['errors']} errors {r['error_codes']}, "
@@ -545,16 +601,25 @@ def report(context: dict, part1: dict, part2: dict) -> None:
                                  "pair is two Authorize calls)"),
                         ("authorize", "Authorize alone")):
         noop, warden = part1[f"{mode}/noop"], part1[f"{mode}/warden"]
+        unlogged = part1[f"{mode}/unlogged"]
         print(f"\n**{title}**, concurrency {context['concurrency']}\n")
-        print("| server | ops | errors | ops/s | p50 ms | p99 ms | resp B | client CPU |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name, r in (("no-op", noop), ("Warden", warden)):
+        print("| server | ops | errors | ops/s | p50 ms | p99 ms | resp B | client CPU | "
+              "server CPU ms/op |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, r in (("no-op", noop), ("Warden", warden),
+                        ("Warden, decision log sampled out", unlogged)):
             print(f"| {name} | {r['ops']} | {r['errors']} | {r['ops_per_s']:.1f} | "
                   f"{ms(r['p50_ms'])} | {ms(r['p99_ms'])} | {r['response_bytes']} | "
-                  f"{r['client_cpu_pct']}% |")
+                  f"{r['client_cpu_pct']}% | {r['server_cpu_ms']} |")
         print(f"| Warden/no-op | | | {ratio(noop['ops_per_s'], warden['ops_per_s'])} | "
               f"{ratio(noop['p50_ms'], warden['p50_ms'])} | "
-              f"{ratio(noop['p99_ms'], warden['p99_ms'])} | | |")
+              f"{ratio(noop['p99_ms'], warden['p99_ms'])} | | | "
+              f"{ratio(noop['server_cpu_ms'], warden['server_cpu_ms'])} |")
+        print(f"| logged/sampled out | | | "
+              f"{ratio(unlogged['ops_per_s'], warden['ops_per_s'])} | "
+              f"{ratio(unlogged['p50_ms'], warden['p50_ms'])} | "
+              f"{ratio(unlogged['p99_ms'], warden['p99_ms'])} | | | "
+              f"{ratio(unlogged['server_cpu_ms'], warden['server_cpu_ms'])} |")
     print(f"\n**Round trips per 1,000 decisions**, {context['sidecars']} sidecars, one app "
           f"request rate limit of {SHARED_LIMIT:,}, pairs at concurrency "
           f"{context['concurrency']} spread over the sidecars, {context['seconds_s']:g} s of "

@@ -175,9 +175,10 @@ class Ledger:
             self._recent.pop((reservation.org_id, reservation.request_id), None)
 
     def record(self, reservation: Reservation, identity: Identity, request: AuthorizeInput,
-               decision: Decision, parts: list[Part], reserved_cost: int) -> str:
-        """Log the decision (durable against SIGKILL once this returns); return the
-        reservation id of an allowed call."""
+               decision: Decision, parts: list[Part], reserved_cost: int,
+               event: dict[str, Any] | None = None) -> str:
+        """Log the decision, with its explanation `event` if given (durable against SIGKILL
+        once this returns); return the reservation id of an allowed call."""
         now = self._clock()
         route = decision.route
         r = reservation
@@ -187,7 +188,7 @@ class Ledger:
         if decision.allowed:
             r.reservation_id, r.parts = uuid.uuid4().hex, tuple(parts)
             r.expire_time = now + self.ttl
-        self._journal.append({
+        record = {
             "kind": "decision", "org_id": identity.org_id, "request_id": request.request_id,
             "app_id": identity.app_id, "api_key_id": identity.api_key_id,
             "user_id": request.user_id or identity.user_id, "model": r.model,
@@ -200,7 +201,10 @@ class Ledger:
                           "bucket_start": p.bucket.isoformat() if p.bucket else None}
                          for p in r.parts],
             "reserved_cost_micros": reserved_cost if decision.allowed else 0,
-            "expire_time": r.expire_time.isoformat() if r.expire_time else None})
+            "expire_time": r.expire_time.isoformat() if r.expire_time else None}
+        if event is not None:
+            record["event"] = event
+        self._journal.append(record)
         return r.reservation_id
 
     # -- RecordUsage ---------------------------------------------------------------------------
@@ -298,32 +302,22 @@ class Ledger:
 
     # -- Audit ---------------------------------------------------------------------------------
 
-    def log(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> bool:
-        """Journal a batch of audit events as one record, without waiting for the fsync;
-        False (nothing written) when the journal is full."""
-        if self._full():
-            return False
-        self._append_events(org_id, app_id, events)
-        return True
-
     async def audit(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> None:
         """Journal a batch of audit events as one record (stored all or none) and return once
         it is fsync'd. A full journal refuses the batch rather than drop anything later."""
-        if self._full():
+        if self.full():
             metrics.JOURNAL_REFUSED.inc(len(events))
             raise WardenError(
                 "RESOURCE_EXHAUSTED", "JOURNAL_FULL",
                 f"the sidecar's journal holds {self._journal.pending_bytes()} bytes not yet "
                 f"written to the database (WARDEN_JOURNAL_MAX_BYTES): retry later",
                 retry_after_seconds=max(self._flush_interval, 1.0))
-        await self._journal.sync(self._append_events(org_id, app_id, events))
+        await self._journal.sync(self._journal.append(
+            {"kind": "audit", "org_id": org_id, "app_id": app_id, "events": events}))
 
-    def _full(self) -> bool:
+    def full(self) -> bool:
+        """The journal holds WARDEN_JOURNAL_MAX_BYTES not yet in the database."""
         return self._journal.pending_bytes() >= self._max_journal_bytes
-
-    def _append_events(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> int:
-        return self._journal.append({"kind": "audit", "org_id": org_id, "app_id": app_id,
-                                     "events": events})
 
     # -- background ----------------------------------------------------------------------------
 
@@ -334,7 +328,8 @@ class Ledger:
                 batch, rows = [], 0
                 for record in segment.records:
                     batch.append(record)
-                    rows += len(record["events"]) if record["kind"] == "audit" else 1
+                    rows += len(record["events"]) if record["kind"] == "audit" else \
+                        1 + ("event" in record)
                     if rows >= BATCH:
                         await self._apply(batch)
                         batch, rows = [], 0
@@ -345,6 +340,10 @@ class Ledger:
     async def _apply(self, records: list[dict]) -> None:
         kinds: dict[str, list[dict]] = {"decision": [], "usage": [], "audit": []}
         for record in records:
+            if "event" in record:  # a decision and its explanation (Ledger.record)
+                kinds["audit"].append({"org_id": record["org_id"], "app_id": record["app_id"],
+                                       "events": [record["event"]]})
+                record = {k: v for k, v in record.items() if k != "event"}
             kinds[record["kind"]].append(record)
         metrics.DB_ROUND_TRIPS.labels("flush").inc()
         result = await self._pool.fetchrow(_FLUSH, kinds["decision"], kinds["usage"],

@@ -41,10 +41,11 @@ async def test_every_decision_is_explained_by_default(client, db, warden):
     await warden.ledger.flush()
     events = await decision_events(db)
     assert events["r1"]["decision"] == "allow" and events["r2"]["decision"] == "deny"
-    refused = [r for r in events["r2"]["results"] if not r["allowed"]]
-    assert [(r["policy_id"], r["reason"]) for r in refused] == [("chat-rpm", "RATE_LIMITED")]
-    assert events["r1"]["route"]["model"] == "gpt-4o-mini"
-    assert events["r1"]["limits"][0]["policy_id"] == "chat-rpm"
+    # Positional lists, fields in engine/audit.py's RESULT, ROUTE and LIMIT order.
+    refused = [r for r in events["r2"]["results"] if not r[4]]
+    assert [(r[0], r[1], r[5]) for r in refused] == [("chat-rpm", "app:chat", "RATE_LIMITED")]
+    assert events["r1"]["route"][1] == "gpt-4o-mini"
+    assert events["r1"]["limits"][0][0] == "chat-rpm"
     # Prompt text is not stored without store_prompts.
     assert "messages" not in events["r1"]
     assert "secret plan" not in json.dumps(events)

@@ -24,6 +24,7 @@ from google.protobuf import duration_pb2, struct_pb2
 from warden.api import convert
 from warden.api.reporting import model_filter, timestamp_field
 from warden.api.validate import Violations
+from warden.engine import audit
 from warden.store.audit_query import AuditFilter
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
@@ -138,28 +139,37 @@ def _explain(reply: admin_pb2.GetRequestStoryResponse, attributes: Mapping[str, 
     decision, a = reply.decision, attributes
     for r in a.get("results") or ():
         with _unreadable():
+            r = dict(zip(audit.RESULT, r, strict=True))
             decision.results.append(warden_pb2.PolicyResult(
-                policy_id=r["policy_id"], scope=convert.scope(r["scope"]["kind"], r["scope"]["id"]),
+                policy_id=r["policy_id"], scope=_scope(r["scope"]),
                 policy_type=r["policy_type"], mode=convert.MODES[r["mode"]],
                 allowed=r["allowed"], reason=convert.REASONS[r["reason"]],
                 message=r["message"]))
     for o in a.get("limits") or ():
         with _unreadable():
+            o = dict(zip(audit.LIMIT, o, strict=True))
             decision.limits.append(warden_pb2.LimitStatus(
-                policy_id=o["policy_id"], scope=convert.scope(o["scope"]["kind"], o["scope"]["id"]),
+                policy_id=o["policy_id"], scope=_scope(o["scope"]),
                 metric=convert.METRICS[o["metric"]], limit=o["limit"],
                 remaining=min(max(o["remaining"] or 0, 0), o["limit"]),
                 reset_time=convert.timestamp(datetime.fromisoformat(o["reset_time"]))
                 if o["reset_time"] else None))
     with _unreadable():
-        for t in (a.get("route") or {}).get("fallbacks") or ():
-            decision.route.fallbacks.append(types_pb2.RouteTarget(**t))
+        route = dict(zip(audit.ROUTE, a["route"], strict=True)) if a.get("route") else {}
+        for provider, model in route.get("fallbacks", ()):
+            decision.route.fallbacks.append(types_pb2.RouteTarget(provider=provider,
+                                                                  model=model))
     with _unreadable():
         if a.get("retry_after_seconds") is not None:
             decision.retry_after.FromTimedelta(timedelta(seconds=a["retry_after_seconds"]))
     for m in a.get("messages") or ():
         with _unreadable():
             reply.request.messages.append(warden_pb2.ChatMessage(**m))
+
+
+def _scope(text: str) -> types_pb2.Scope:
+    kind, scope_id = text.split(":", 1)
+    return convert.scope(kind, scope_id)
 
 
 @contextlib.contextmanager

@@ -135,10 +135,10 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         except BaseException:
             ledger.release(claim)
             raise
-        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost)
+        event = self._explanation(identity, request, decision, audit_setting(policies))
+        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost, event)
         metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
                                  decision.reason.value).inc()
-        self._log_decision(identity, request, decision, audit_setting(policies))
         reply = convert.decision_to_proto(decision, identity)
         reply.reservation_id = reservation_id
         return reply
@@ -165,28 +165,31 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         decision = engine.decide(plan, outcomes, fit.max_output)
         return decision, parts, self._worst_cost(plan, prices, decision)
 
-    def _log_decision(self, identity: engine.Identity, request: warden_pb2.AuthorizeRequest,
-                      decision: engine.Decision, setting: AuditSetting) -> None:
-        """Journal the explanation of a sampled decision as an "authorize.decision" event,
-        without waiting for the fsync: it never slows the answer."""
+    def _explanation(self, identity: engine.Identity, request: warden_pb2.AuthorizeRequest,
+                     decision: engine.Decision, setting: AuditSetting) -> dict | None:
+        """The "authorize.decision" event that explains a sampled decision. It travels in the
+        decision's journal record, so it costs no fsync wait and no record of its own; it is
+        left out (counted) when the journal is full, the decision never is."""
         rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
         if not sampled(rate, request.request_id):
             metrics.DECISION_LOG.labels("sampled_out").inc()
-            return
+            return None
+        if self._c.ledger.full():
+            metrics.DECISION_LOG.labels("journal_full").inc()
+            return None
         attributes = explanation(decision)
         if setting.store_prompts:
             attributes["messages"] = [{"role": m.role, "content": m.content}
                                       for m in request.messages]
         route = decision.route
-        event = {
+        metrics.DECISION_LOG.labels("logged").inc()
+        return {
             "event_id": f"decision:{request.request_id}",
             "event_time": self._c.clock().isoformat(), "action": "authorize.decision",
             "request_id": request.request_id, "user_id": identity.user_id,
             "model": route.model if route else request.model,
             "provider": route.provider if route else request.provider,
             "attributes": scrub(attributes, setting, self._c.key_pepper)}
-        logged = self._c.ledger.log(identity.org_id, identity.app_id, [event])
-        metrics.DECISION_LOG.labels("logged" if logged else "journal_full").inc()
 
     @staticmethod
     def _worst_cost(plan: engine.Plan, prices, decision: engine.Decision | None = None) -> int:

@@ -24,6 +24,10 @@ DEFAULT = AuditSetting()
 PROMPT_FIELDS = ("prompt", "completion", "messages")
 REMOVED = "[not stored: the audit setting does not store prompts]"
 MASK = "***"
+# Field order of the positional lists in an explanation.
+RESULT = ("policy_id", "scope", "policy_type", "mode", "allowed", "reason", "message")
+ROUTE = ("provider", "model", "max_output_tokens", "fallbacks")  # fallbacks: [provider, model]
+LIMIT = ("policy_id", "scope", "metric", "limit", "remaining", "reset_time")
 
 
 def audit_setting(policies: Sequence[PolicyRecord]) -> AuditSetting:
@@ -43,30 +47,27 @@ def sampled(rate: float, request_id: str) -> bool:
 
 
 def explanation(decision: Decision) -> dict[str, Any]:
-    """The decision's reasons, as the attributes of an "authorize.decision" event (the
-    fields of its AuthorizeResponse, which GetRequestStory rebuilds from them)."""
+    """The decision's reasons as the attributes of an "authorize.decision" event: the fields of
+    its AuthorizeResponse, which GetRequestStory rebuilds from them. Results, route and limits
+    are positional lists (fields in RESULT, ROUTE and LIMIT order): every call writes one, and
+    named fields would double what the decision log encodes and stores."""
     route = decision.route
-    return {
+    attributes: dict[str, Any] = {
         "decision": "allow" if decision.allowed else "deny",
         "reason": decision.reason.value,
-        "results": [{"policy_id": r.policy_id, "scope": {"kind": r.scope_kind, "id": r.scope_id},
-                     "policy_type": r.policy_type, "mode": r.mode, "allowed": r.allowed,
-                     "reason": r.reason.value, "message": r.message}
-                    for r in decision.results],
-        "route": {"provider": route.provider, "model": route.model,
-                  "max_output_tokens": route.max_output_tokens,
-                  "fallbacks": [{"provider": t.provider, "model": t.model}
-                                for t in route.fallbacks]}
-        if route else None,
-        "limits": [{"policy_id": o.check.policy.id,
-                    "scope": {"kind": o.check.policy.scope_kind, "id": o.check.policy.scope_id},
-                    "metric": o.check.policy.metric, "limit": o.check.policy.limit,
-                    "remaining": o.remaining,
-                    "reset_time": o.reset_time.isoformat() if o.reset_time else None}
+        "results": [[r.policy_id, f"{r.scope_kind}:{r.scope_id}", r.policy_type, r.mode,
+                     r.allowed, r.reason.value, r.message] for r in decision.results],
+        "limits": [[o.check.policy.id, f"{o.check.policy.scope_kind}:{o.check.policy.scope_id}",
+                    o.check.policy.metric, o.check.policy.limit, o.remaining,
+                    o.reset_time.isoformat() if o.reset_time else None]
                    for o in decision.limits],
-        "retry_after_seconds": decision.retry_after.total_seconds()
-        if decision.retry_after is not None else None,
     }
+    if route is not None:
+        attributes["route"] = [route.provider, route.model, route.max_output_tokens,
+                               [[t.provider, t.model] for t in route.fallbacks]]
+    if decision.retry_after is not None:
+        attributes["retry_after_seconds"] = decision.retry_after.total_seconds()
+    return attributes
 
 
 def scrub(attributes: dict[str, Any], setting: AuditSetting, pepper: bytes) -> dict[str, Any]:
