@@ -58,6 +58,7 @@ class JournalError(RuntimeError):
 class Segment:
     path: Path
     records: list[dict]
+    bodies: list[bytes]  # each record's JSON as written, for the flusher to send as is
     size: int  # bytes
     since: float  # wall-clock time of its first record (its file's mtime when read back)
 
@@ -75,6 +76,7 @@ class Journal:
         self._size = 0  # bytes in the current segment, to undo a failed write
         self._since = 0.0  # when the current segment's first record was written
         self._current: list[dict] = []
+        self._bodies: list[bytes] = []  # the JSON of each record of _current
         self._sealed: list[Segment] = []
         self._counter = 0
         self._seq = 0  # last sequence number handed out
@@ -99,9 +101,10 @@ class Journal:
                 continue
             self._counter = max(self._counter, int(path.stem))
             data = path.read_bytes()
-            records = self._read(path, data)
+            records, bodies = self._read(path, data)
             if records:
-                self._sealed.append(Segment(path, records, len(data), path.stat().st_mtime))
+                self._sealed.append(Segment(path, records, bodies, len(data),
+                                            path.stat().st_mtime))
             else:  # nothing to apply: an empty segment, or one torn before its first record
                 path.unlink()
         self._fd, self._path = self._new_segment()
@@ -124,6 +127,7 @@ class Journal:
             self._since = time.time()
         self._size += len(data)
         self._current.append(record)
+        self._bodies.append(body)
         self._seq += 1
         return self._seq
 
@@ -164,7 +168,7 @@ class Journal:
     async def seal(self) -> list[Segment]:
         async with self._io:
             if self._current:
-                old = Segment(self._path, self._current, self._size, self._since)
+                old = Segment(self._path, self._current, self._bodies, self._size, self._since)
                 old_fd, upto = self._fd, self._seq
                 # Swap first: appends made while the old segment syncs go to the new one.
                 self._fd, self._path = self._new_segment()
@@ -221,15 +225,16 @@ class Journal:
         self._counter += 1
         path = self.directory / f"{self._counter:016d}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._current, self._size = [], 0
+        self._current, self._bodies, self._size = [], [], 0
         return fd, path
 
-    def _read(self, path: Path, data: bytes) -> list[dict]:
-        records, pos = [], 0
+    def _read(self, path: Path, data: bytes) -> tuple[list[dict], list[bytes]]:
+        records, bodies, pos = [], [], 0
         while pos < len(data):
             found = _record_at(data, pos)
             if found is not None:
                 records.append(found[0])
+                bodies.append(data[pos + _HEADER.size:found[1]])
                 pos = found[1]
                 continue
             after = _next_record(data, pos + 1)
@@ -246,7 +251,7 @@ class Journal:
             log.error("damaged journal records skipped; the records after them are kept",
                       extra={**info, "next_record_at": after})
             pos = after
-        return records
+        return records, bodies
 
     def _fdatasync(self, fd: int) -> None:
         self.fsyncs += 1

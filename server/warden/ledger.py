@@ -53,7 +53,8 @@ log = logging.getLogger("warden.ledger")
 # well inside WARDEN_DB_TIMEOUT_SECONDS.
 BATCH = 1000
 # One round trip, one transaction: the decision log and usage (warden_flush) and the audit
-# events of the batch. audit_events is partitioned by event_time, so its key is (org, event id,
+# events of the batch, each parameter the journal's own JSON of its records (not encoded
+# again). audit_events is partitioned by event_time, so its key is (org, event id,
 # event time): a replayed record carries the time it was journaled with and is stored once
 # (ON CONFLICT, even when two replays race). A caller's retry that let the sidecar assign the
 # time again differs in time only: such a copy is skipped when the org already has the id, or
@@ -61,17 +62,30 @@ BATCH = 1000
 # may both store theirs: docs/audit.md.) Events of an org deleted since they were accepted
 # cannot be stored (foreign key): counted.
 _FLUSH = """
-WITH events AS (
-    SELECT DISTINCT ON (b.org_id, e.event_id) b.org_id, b.app_id, e.event_id, e.event_time,
-           e.action, e.request_id, e.user_id, e.model, e.provider, e.attributes
-    FROM ROWS FROM (jsonb_to_recordset($3::jsonb) AS (org_id text, app_id text, events jsonb))
-             WITH ORDINALITY AS b(org_id, app_id, events, n),
-         ROWS FROM (jsonb_to_recordset(b.events) AS (event_id text, event_time timestamptz,
-             action text, request_id text, user_id text, model text, provider text,
-             attributes jsonb))
-             WITH ORDINALITY AS e(event_id, event_time, action, request_id, user_id, model,
-                                  provider, attributes, i)
-    ORDER BY b.org_id, e.event_id, b.n, e.i),
+WITH d AS (SELECT $1::text::jsonb AS decisions),
+events AS (
+    SELECT DISTINCT ON (x.org_id, x.event_id) x.org_id, x.app_id, x.event_id, x.event_time,
+           x.action, x.request_id, x.user_id, x.model, x.provider, x.attributes
+    FROM (
+        SELECT b.org_id, b.app_id, e.event_id, e.event_time, e.action, e.request_id,
+               e.user_id, e.model, e.provider, e.attributes, b.n, e.i
+        FROM ROWS FROM (jsonb_to_recordset($3::text::jsonb)
+                        AS (org_id text, app_id text, events jsonb))
+                 WITH ORDINALITY AS b(org_id, app_id, events, n),
+             ROWS FROM (jsonb_to_recordset(b.events) AS (event_id text,
+                 event_time timestamptz, action text, request_id text, user_id text,
+                 model text, provider text, attributes jsonb))
+                 WITH ORDINALITY AS e(event_id, event_time, action, request_id, user_id,
+                                      model, provider, attributes, i)
+        UNION ALL
+        -- Explanations ride in their decisions' records (ids decision:<request id>).
+        SELECT r.org_id, r.app_id, e.event_id, e.event_time, e.action, e.request_id,
+               e.user_id, e.model, e.provider, e.attributes, 0, 0
+        FROM d, jsonb_to_recordset(d.decisions) AS r(org_id text, app_id text, event jsonb),
+             jsonb_to_record(r.event) AS e(event_id text, event_time timestamptz, action text,
+                 request_id text, user_id text, model text, provider text, attributes jsonb)
+        WHERE r.event IS NOT NULL) x
+    ORDER BY x.org_id, x.event_id, x.n, x.i),
 stored AS (
     INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
                               user_id, model, provider, attributes)
@@ -90,7 +104,7 @@ stored AS (
 SELECT f.*,
        (SELECT count(*) FROM events e
         WHERE NOT EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)) AS audit_orphaned
-FROM warden_flush($1::jsonb, $2::jsonb) AS f
+FROM d, warden_flush(d.decisions, $2::text::jsonb) AS f
 """
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "model", "provider",
                 "outcome", "latency_ms")
@@ -326,8 +340,8 @@ class Ledger:
         async with self._flushing:
             for segment in await self._journal.seal():
                 batch, rows = [], 0
-                for record in segment.records:
-                    batch.append(record)
+                for record, body in zip(segment.records, segment.bodies, strict=True):
+                    batch.append((record["kind"], body))
                     rows += len(record["events"]) if record["kind"] == "audit" else \
                         1 + ("event" in record)
                     if rows >= BATCH:
@@ -337,17 +351,14 @@ class Ledger:
                     await self._apply(batch)
                 self._journal.done(segment)
 
-    async def _apply(self, records: list[dict]) -> None:
-        kinds: dict[str, list[dict]] = {"decision": [], "usage": [], "audit": []}
-        for record in records:
-            if "event" in record:  # a decision and its explanation (Ledger.record)
-                kinds["audit"].append({"org_id": record["org_id"], "app_id": record["app_id"],
-                                       "events": [record["event"]]})
-                record = {k: v for k, v in record.items() if k != "event"}
-            kinds[record["kind"]].append(record)
+    async def _apply(self, records: list[tuple[str, bytes]]) -> None:
+        """Apply (kind, JSON body) records, each sent to Postgres as the journal holds it."""
+        kinds: dict[str, list[bytes]] = {"decision": [], "usage": [], "audit": []}
+        for kind, body in records:
+            kinds[kind].append(body)
         metrics.DB_ROUND_TRIPS.labels("flush").inc()
-        result = await self._pool.fetchrow(_FLUSH, kinds["decision"], kinds["usage"],
-                                           kinds["audit"])
+        result = await self._pool.fetchrow(_FLUSH, *(
+            (b"[" + b",".join(kinds[kind]) + b"]").decode() for kind in kinds))
         if result["audit_orphaned"]:
             metrics.JOURNAL_DROPPED.labels("audit_orphan").inc(result["audit_orphaned"])
             log.error("audit events of orgs deleted since they were accepted",

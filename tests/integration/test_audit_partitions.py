@@ -140,7 +140,8 @@ async def test_the_same_batch_applied_at_the_same_moment_is_stored_once(client, 
          "user_id": "", "model": "", "provider": "", "attributes": {}} for i in range(50)]}]
     async with db.transaction():
         await db.fetchrow(_FLUSH, "[]", "[]", json.dumps(batch))
-        racing = asyncio.create_task(warden.ledger._apply(batch))
+        racing = asyncio.create_task(
+            warden.ledger._apply([("audit", json.dumps(batch[0]).encode())]))
         await asyncio.sleep(0.5)
         assert not racing.done()
     await racing
