@@ -186,7 +186,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         return {
             "event_id": f"decision:{request.request_id}",
             "event_time": self._c.clock().isoformat(), "action": "authorize.decision",
-            "request_id": request.request_id, "user_id": identity.user_id,
+            "request_id": request.request_id, "user_id": request.user_id or identity.user_id,
             "model": route.model if route else request.model,
             "provider": route.provider if route else request.provider,
             "attributes": scrub(attributes, setting, self._c.key_pepper)}
