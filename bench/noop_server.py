@@ -1,11 +1,12 @@
-"""The baseline for bench/authorize.py: the real warden.v1.Warden service on grpc.aio whose
-Authorize does no work and returns a fixed answer shaped and sized like Warden's.
+"""The baseline for the benches: the real warden.v1.Warden service on grpc.aio whose
+Authorize does no work and returns a fixed answer shaped and sized like Warden's, and whose
+StreamAudit reads every message and acknowledges the stream's events without keeping them.
 
     python bench/noop_server.py --listen 127.0.0.1:50052
 
 Whatever Warden costs beyond this server is its own work: validation, the cached key and
 policy lookups, alias, routing and access resolution, the rate counters and the decision log in
-Postgres.
+Postgres; for audit events, their validation, the fsync'd journal and the flush into Postgres.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ class NoopWarden(warden_pb2_grpc.WardenServicer):
     async def Authorize(self, request: warden_pb2.AuthorizeRequest,
                         context: grpc.aio.ServicerContext) -> warden_pb2.AuthorizeResponse:
         return self._response
+
+    async def StreamAudit(self, requests, context: grpc.aio.ServicerContext
+                          ) -> warden_pb2.StreamAuditResponse:
+        # Each message is deserialized (by grpc, as for Warden) and its events counted: the
+        # same answer as Warden's, with nothing validated, journaled or stored.
+        accepted = 0
+        async for message in requests:
+            accepted += len(message.events)
+        return warden_pb2.StreamAuditResponse(accepted=accepted)
 
 
 async def serve(listen: str) -> None:
