@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from google.protobuf import json_format
 
 from warden import engine, metrics
 from warden.api import convert
 from warden.api.decoding import Malformed
 from warden.api.errors import fill_unimplemented, rpc
-from warden.api.validate import MAX_TOKENS, Violations
+from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
 from warden.components import Components
 from warden.engine.audit import audit_setting, explanation, sampled, scrub
 from warden.engine.model import AuditSetting
@@ -44,6 +43,21 @@ def _check_credentials(v: Violations, api_key: str, subject: warden_pb2.Subject 
 
 def _subject(message) -> warden_pb2.Subject | None:
     return message.subject if message.HasField("subject") else None
+
+
+_EVENT_TEXT = ("action", "request_id", "user_id", "model", "provider")
+
+
+def _event_violations(v: Violations, event: warden_pb2.AuditEvent, at: str,
+                      bad_attributes: bool, in_range: bool) -> None:
+    v.check(len(event.event_id) <= 128, f"{at}.event_id", "must be at most 128 characters")
+    if v.required(event.action, f"{at}.action"):
+        v.text(event.action, f"{at}.action")
+    for name in _EVENT_TEXT[1:]:
+        v.text(getattr(event, name), f"{at}.{name}")
+    v.check(in_range, f"{at}.time", "must be within the last 30 days and at most 5 minutes ahead")
+    v.check(not bad_attributes, f"{at}.attributes",
+            "must hold JSON values: NaN and infinities are not allowed")
 
 
 class WardenService(warden_pb2_grpc.WardenServicer):
@@ -250,23 +264,30 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v.check(1 <= len(events) <= MAX_AUDIT_BATCH, field,
                 f"must hold 1 to {MAX_AUDIT_BATCH} events")
         now = datetime.now(UTC)
+        earliest, latest = now - MAX_EVENT_AGE, now + MAX_EVENT_SKEW_FUTURE
         rows = []
         for i, event in enumerate(events):
-            at = f"{field}[{i}]"
-            v.check(not event.event_id or len(event.event_id) <= 128, f"{at}.event_id",
-                    "must be at most 128 characters")
-            if v.required(event.action, f"{at}.action"):
-                v.text(event.action, f"{at}.action")
-            for name in ("request_id", "user_id", "model", "provider"):
-                v.text(getattr(event, name), f"{at}.{name}")
-            when = event.time.ToDatetime(UTC) if event.HasField("time") else now
-            v.check(now - MAX_EVENT_AGE <= when <= now + MAX_EVENT_SKEW_FUTURE, f"{at}.time",
-                    "must be within the last 30 days and at most 5 minutes ahead")
+            try:
+                when = convert.datetime_of(event.time) if event.HasField("time") else now
+            except OverflowError:  # beyond the years datetime holds
+                when = None
+            in_range = when is not None and earliest <= when <= latest
+            try:
+                attributes = convert.struct_to_dict(event.attributes)
+            except ValueError:
+                attributes = None
+            # Naming a problem costs more than finding one: only a suspect event is checked
+            # field by field (StreamAudit validates every event of every message).
+            if (len(event.event_id) > 128 or not event.action or attributes is None
+                    or not in_range
+                    or any(len(getattr(event, name)) > MAX_TEXT for name in _EVENT_TEXT)):
+                _event_violations(v, event, f"{field}[{i}]", attributes is None, in_range)
             rows.append({
-                "event_id": event.event_id or uuid.uuid4().hex, "event_time": when.isoformat(),
+                "event_id": event.event_id or uuid.uuid4().hex,
+                "event_time": (when or now).isoformat(),
                 "action": event.action, "request_id": event.request_id,
                 "user_id": event.user_id, "model": event.model, "provider": event.provider,
-                "attributes": json_format.MessageToDict(event.attributes),
+                "attributes": attributes,
             })
         ids = [r["event_id"] for r in rows]
         v.check(len(set(ids)) == len(ids), field, "event ids must be unique within a batch")
