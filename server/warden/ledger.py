@@ -50,8 +50,9 @@ from warden.quota import Part, Quotas
 log = logging.getLogger("warden.ledger")
 
 # Rows per flush call (a decision or usage record is one; an audit record, one per event):
-# well inside WARDEN_DB_TIMEOUT_SECONDS.
-BATCH = 1000
+# about 0.2 s of Postgres work, well inside WARDEN_DB_TIMEOUT_SECONDS. 5,000 rather than 1,000
+# stored StreamAudit events 10% faster (bench/audit.md).
+BATCH = 5000
 # One round trip, one transaction: the decision log and usage (warden_flush) and the audit
 # events of the batch, each parameter the journal's own JSON of its records (not encoded
 # again). audit_events is partitioned by event_time, so its key is (org, event id,
