@@ -42,6 +42,10 @@ log = logging.getLogger("warden.quota")
 DOWN_FOR = 0.5  # after the database failed, don't ask it again for this long
 EMPTY_RETRY = 0.1  # a quota that had less left than asked is asked again at most this often
 LEASE_HORIZON = 4.0  # a slice covers at most about this many seconds of recent spending
+# The spending rate is measured over at least this long. Refills in quick succession with
+# nothing spent between them (a bucket's first, or one whose bucket ended in transit) used to
+# halve it each time, shrinking slices to single units that concurrent callers then fought over.
+RATE_INTERVAL = 0.2
 RETURN_INTERVAL = 0.25  # how often unspent allowance of ended leases is given back
 # Refill rounds one decision may wait for: others may spend a refill first, but each round
 # either gets allowance or finds the quota exhausted, so this bound is only a safety net.
@@ -212,9 +216,11 @@ class Quotas:
         lease.unleased = max(policy.limit - row["used"], 0)
         lease.reset_time = row["reset_time"]
         elapsed = now - lease.granted_at if lease.granted_at else 0.0
-        if elapsed > 0:
-            lease.rate = 0.5 * lease.rate + 0.5 * lease.spent / elapsed
-        lease.spent, lease.granted_at, lease.last_grant = 0, now, granted
+        if not lease.granted_at or elapsed >= RATE_INTERVAL:
+            if elapsed > 0:
+                lease.rate = 0.5 * lease.rate + 0.5 * lease.spent / elapsed
+            lease.spent, lease.granted_at = 0, now
+        lease.last_grant = granted
         if granted < want:
             lease.short_at = time.monotonic()
         self._check_alert(lease, row)

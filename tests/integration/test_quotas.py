@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from tests.conftest import Client, settings_for
-from tests.helpers import authorize_request, expect_error, tenant
+from tests.helpers import authorize_request, expect_error, rate_limit, tenant
 from warden.app import App
 from warden.engine.windows import BUCKETS
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
@@ -311,3 +311,20 @@ async def test_reporting_sees_what_the_data_plane_did(client, warden):
     assert (usage.requests, usage.allowed, usage.denied) == (3, 2, 1)
     [limit] = usage.limits
     assert (limit.policy_id, limit.limit, limit.remaining) == ("chat-rph", 2, 0)
+
+
+async def test_refills_in_quick_succession_keep_the_spending_rate(client, warden):
+    """A lease's slice follows its measured spending rate; refills with nothing spent between
+    them (each bucket's first, one whose bucket ended in transit) must not shrink it."""
+    key = await tenant(client)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 10**9, policy_id="rpm")
+    await client.warden.Authorize(authorize_request(key, "r1"))
+    lease = warden.quotas._leases["rpm"]
+    lease.rate = 1000.0
+    await asyncio.sleep(0.3)
+    await warden.quotas._refill(lease, 0)  # measured over 0.3 s: the rate may move
+    measured = lease.rate
+    assert measured >= 500
+    for _ in range(4):
+        await warden.quotas._refill(lease, 0)
+    assert lease.rate == measured
