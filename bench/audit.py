@@ -64,7 +64,7 @@ from authorize import (
 )
 from google.protobuf import struct_pb2, timestamp_pb2
 from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
-from quotas import database_server, metric_sums
+from quotas import cpu_seconds, database_server, metric_sums
 
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
@@ -193,18 +193,6 @@ async def worker(stub: warden_pb2_grpc.WardenStub, api_key: str, load: Load,
 
 
 # --- what the servers and Postgres spent ------------------------------------------------------
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes (all threads) so far; 0 for one that is gone."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
-
 
 def machine_busy() -> float:
     """CPU seconds all processes of the machine spent so far (/proc/stat: all but idle and

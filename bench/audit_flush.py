@@ -38,10 +38,10 @@ import asyncpg
 
 # authorize, audit and quotas: beside this file, which is on sys.path when run as
 # `python bench/audit_flush.py`.
-from audit import ACTION, ATTRIBUTES, DEFAULT_DATABASE_URL, cpu_seconds, loadavg
+from audit import ACTION, ATTRIBUTES, DEFAULT_DATABASE_URL, loadavg
 from authorize import BenchError, fresh_database, machine
 from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
-from quotas import database_server
+from quotas import cpu_seconds, database_server
 
 from warden.ledger import _FLUSH
 from warden.store.migrate import migrate

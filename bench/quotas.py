@@ -347,10 +347,16 @@ async def stored_explanations(database_url: str) -> int:
         await conn.close()
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes (all threads) so far; 0 for one that is gone."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def check_policy_set(target: str, request: warden_pb2.AuthorizeRequest) -> list[str]:
@@ -411,12 +417,12 @@ def one_sidecar(args: argparse.Namespace, base_url: str, tmp: Path, problems: li
                 print(f"part 1: {mode} against {server} ...", file=sys.stderr)
                 asyncio.run(decision_log(warden_target, admin_token, server != "unlogged"))
                 proc = servers["noop" if server == "noop" else "warden"]
-                cpu = process_cpu_seconds(proc.pid)
+                cpu = cpu_seconds([proc.pid])
                 results[f"{mode}/{server}"] = r = asyncio.run(
                     drive([target], calls[server], args.concurrency, args.warmup,
                           args.seconds))
                 r["server_cpu_ms"] = round(
-                    (process_cpu_seconds(proc.pid) - cpu) * 1000 / max(r["ops"], 1), 3)
+                    (cpu_seconds([proc.pid]) - cpu) * 1000 / max(r["ops"], 1), 3)
         authorized = 1 + sum(results[f"{mode}/{server}"]["ops"] for mode in runs
                              for server in ("warden", "unlogged"))
         recorded = sum(results[f"pair/{server}"]["ops"] for server in ("warden", "unlogged"))
