@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,30 +59,32 @@ BATCH = 5000
 # again). audit_events is partitioned by event_time, so its key is (org, event id,
 # event time): a replayed record carries the time it was journaled with and is stored once
 # (ON CONFLICT, even when two replays race). A caller's retry that let the sidecar assign the
-# time again differs in time only: such a copy is skipped when the org already has the id, or
-# an earlier record of the batch has it. (Two sidecars flushing such copies at the same moment
-# may both store theirs: docs/audit.md.) Events of an org deleted since they were accepted
-# cannot be stored (foreign key): counted.
+# time again (time_assigned) differs in time only: such a copy is skipped when the org already
+# has the id, or an earlier record of the batch has it. (Two sidecars flushing such copies at
+# the same moment may both store theirs: docs/audit.md.) Events of an org the database does
+# not have (a journal replayed against another database) are not stored: counted.
 _FLUSH = """
 WITH d AS (SELECT $1::text::jsonb AS decisions),
 events AS (
     SELECT DISTINCT ON (x.org_id, x.event_id) x.org_id, x.app_id, x.event_id, x.event_time,
-           x.action, x.request_id, x.user_id, x.model, x.provider, x.attributes
+           x.action, x.request_id, x.user_id, x.model, x.provider, x.attributes,
+           x.time_assigned
     FROM (
         SELECT b.org_id, b.app_id, e.event_id, e.event_time, e.action, e.request_id,
-               e.user_id, e.model, e.provider, e.attributes, b.n, e.i
+               e.user_id, e.model, e.provider, e.attributes,
+               coalesce(e.time_assigned, false) AS time_assigned, b.n, e.i
         FROM ROWS FROM (jsonb_to_recordset($3::text::jsonb)
                         AS (org_id text, app_id text, events jsonb))
                  WITH ORDINALITY AS b(org_id, app_id, events, n),
              ROWS FROM (jsonb_to_recordset(b.events) AS (event_id text,
                  event_time timestamptz, action text, request_id text, user_id text,
-                 model text, provider text, attributes jsonb))
+                 model text, provider text, attributes jsonb, time_assigned boolean))
                  WITH ORDINALITY AS e(event_id, event_time, action, request_id, user_id,
-                                      model, provider, attributes, i)
+                                      model, provider, attributes, time_assigned, i)
         UNION ALL
         -- Explanations ride in their decisions' records (ids decision:<request id>).
         SELECT r.org_id, r.app_id, e.event_id, e.event_time, e.action, e.request_id,
-               e.user_id, e.model, e.provider, e.attributes, 0, 0
+               e.user_id, e.model, e.provider, e.attributes, false, 0, 0
         FROM d, jsonb_to_recordset(d.decisions) AS r(org_id text, app_id text, event jsonb),
              jsonb_to_record(r.event) AS e(event_id text, event_time timestamptz, action text,
                  request_id text, user_id text, model text, provider text, attributes jsonb)
@@ -93,12 +96,13 @@ stored AS (
     SELECT org_id, app_id, event_id, event_time, action, request_id, user_id, model, provider,
            attributes
     FROM events e
-    -- LATERAL ... LIMIT 1, not NOT EXISTS: one primary-key probe per event and partition,
-    -- where an anti join may hash every event of the org. No time bound on purpose: with
-    -- one, a planner without statistics took the (org_id, event_time) index and read every
-    -- event of the org in the range, for each event.
+    -- Only for an event whose time the sidecar assigned: LATERAL ... LIMIT 1, not NOT
+    -- EXISTS, one primary-key probe per partition, where an anti join may hash every event
+    -- of the org. No time bound on purpose: with one, a planner without statistics took the
+    -- (org_id, event_time) index and read every event of the org in the range, per event.
     LEFT JOIN LATERAL (SELECT true AS found FROM audit_events a
-                       WHERE a.org_id = e.org_id AND a.event_id = e.event_id
+                       WHERE e.time_assigned AND a.org_id = e.org_id
+                         AND a.event_id = e.event_id
                        LIMIT 1) seen ON true
     WHERE seen.found IS NULL AND EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)
     ON CONFLICT (org_id, event_id, event_time) DO NOTHING RETURNING 1)
@@ -374,12 +378,15 @@ class Ledger:
                       extra={"count": result["usage_orphaned"]})
 
     async def _flush_loop(self) -> None:
+        """A round starts every flush interval: a round that took longer than that (a backlog)
+        is followed at once by the next, so applying is not paused while records wait."""
         delay = self._flush_interval
         while True:
             await asyncio.sleep(delay)
             try:
+                started = time.monotonic()
                 await self.flush()
-                delay = self._flush_interval
+                delay = max(0.0, self._flush_interval - (time.monotonic() - started))
             except Exception as exc:  # noqa: BLE001 - the journal keeps it; retried
                 metrics.JOURNAL_FLUSH_FAILURES.inc()
                 log.warning("journal flush failed; retrying", extra={"error": repr(exc)})

@@ -282,13 +282,18 @@ class WardenService(warden_pb2_grpc.WardenServicer):
                     or not in_range
                     or any(len(getattr(event, name)) > MAX_TEXT for name in _EVENT_TEXT)):
                 _event_violations(v, event, f"{field}[{i}]", attributes is None, in_range)
-            rows.append({
+            row = {
                 "event_id": event.event_id or uuid.uuid4().hex,
                 "event_time": (when or now).isoformat(),
                 "action": event.action, "request_id": event.request_id,
                 "user_id": event.user_id, "model": event.model, "provider": event.provider,
                 "attributes": attributes,
-            })
+            }
+            if event.event_id and not event.HasField("time"):
+                # A retry of this event would get another time: the flush looks for the id
+                # in every partition (docs/audit.md).
+                row["time_assigned"] = True
+            rows.append(row)
         ids = [r["event_id"] for r in rows]
         v.check(len(set(ids)) == len(ids), field, "event ids must be unique within a batch")
         v.done()
