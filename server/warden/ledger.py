@@ -82,13 +82,16 @@ events AS (
                  WITH ORDINALITY AS e(event_id, event_time, action, request_id, user_id,
                                       model, provider, attributes, time_assigned, i)
         UNION ALL
-        -- Explanations ride in their decisions' records (ids decision:<request id>).
-        SELECT r.org_id, r.app_id, e.event_id, e.event_time, e.action, e.request_id,
-               e.user_id, e.model, e.provider, e.attributes, false, 0, 0
-        FROM d, jsonb_to_recordset(d.decisions) AS r(org_id text, app_id text, event jsonb),
-             jsonb_to_record(r.event) AS e(event_id text, event_time timestamptz, action text,
-                 request_id text, user_id text, model text, provider text, attributes jsonb)
-        WHERE r.event IS NOT NULL) x
+        -- Explanations ride in their decisions' records: the attributes, the rest is the
+        -- decision's. (Records an earlier Warden journaled carry a whole event and its time.)
+        SELECT r.org_id, r.app_id, 'decision:' || r.request_id,
+               coalesce((r.event->>'event_time')::timestamptz, r.create_time),
+               'authorize.decision', r.request_id, r.user_id, r.model, r.provider,
+               coalesce(r.explanation, r.event->'attributes'), false, 0, 0
+        FROM d, jsonb_to_recordset(d.decisions) AS r(org_id text, app_id text,
+                 request_id text, user_id text, model text, provider text,
+                 create_time timestamptz, explanation jsonb, event jsonb)
+        WHERE r.explanation IS NOT NULL OR r.event IS NOT NULL) x
     ORDER BY x.org_id, x.event_id, x.n, x.i),
 stored AS (
     INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
@@ -195,9 +198,9 @@ class Ledger:
 
     def record(self, reservation: Reservation, identity: Identity, request: AuthorizeInput,
                decision: Decision, parts: list[Part], reserved_cost: int,
-               event: dict[str, Any] | None = None) -> str:
-        """Log the decision, with its explanation `event` if given (durable against SIGKILL
-        once this returns); return the reservation id of an allowed call."""
+               explanation: dict[str, Any] | None = None) -> str:
+        """Log the decision, with the attributes of its explanation event if given (durable
+        against SIGKILL once this returns); return the reservation id of an allowed call."""
         now = self._clock()
         route = decision.route
         r = reservation
@@ -221,8 +224,8 @@ class Ledger:
                          for p in r.parts],
             "reserved_cost_micros": reserved_cost if decision.allowed else 0,
             "expire_time": r.expire_time.isoformat() if r.expire_time else None}
-        if event is not None:
-            record["event"] = event
+        if explanation is not None:
+            record["explanation"] = explanation
         self._journal.append(record)
         return r.reservation_id
 
@@ -348,7 +351,7 @@ class Ledger:
                 for record, body in zip(segment.records, segment.bodies, strict=True):
                     batch.append((record["kind"], body))
                     rows += len(record["events"]) if record["kind"] == "audit" else \
-                        1 + ("event" in record)
+                        1 + ("explanation" in record or "event" in record)
                     if rows >= BATCH:
                         await self._apply(batch)
                         batch, rows = [], 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import struct_pb2
@@ -49,6 +51,34 @@ async def test_every_decision_is_explained_by_default(client, db, warden):
     # Prompt text is not stored without store_prompts.
     assert "messages" not in events["r1"]
     assert "secret plan" not in json.dumps(events)
+
+
+async def test_an_explanation_is_named_and_timed_by_its_decision(client, db, warden):
+    """The journal carries an explanation's attributes only; the flush gives it its decision's
+    id, time, user, model and provider. A decision record an earlier Warden journaled carries
+    a whole event, and is stored as that event says."""
+    key = await tenant(client)
+    await client.warden.Authorize(authorize_request(key, "r1"))
+    [record] = [r for s in await warden.ledger._journal.seal() for r in s.records
+                if r["kind"] == "decision"]
+    explained = record["explanation"]
+    old = {k: v for k, v in record.items() if k != "explanation"}
+    old.update(request_id="r0", reservation_id=uuid.uuid4().hex, event={
+        "event_id": "decision:r0", "event_time": "2026-01-02T03:04:05+00:00",
+        "action": "authorize.decision", "request_id": "r0", "user_id": record["user_id"],
+        "model": record["model"], "provider": record["provider"], "attributes": explained})
+    await warden.ledger.flush()
+    await warden.ledger._apply([("decision", json.dumps(old).encode())])
+    rows = {r["request_id"]: r for r in await db.fetch(
+        "SELECT e.*, q.create_time, q.user_id AS decision_user FROM audit_events e"
+        " JOIN requests q USING (org_id, request_id) WHERE e.action = 'authorize.decision'")}
+    new = rows["r1"]
+    assert (new["event_id"], new["event_time"], new["user_id"], new["model"]) == \
+        ("decision:r1", new["create_time"], new["decision_user"], "gpt-4o-mini")
+    assert json.loads(new["attributes"]) == explained and explained["decision"] == "allow"
+    assert rows["r0"]["event_id"] == "decision:r0"
+    assert rows["r0"]["event_time"] == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert json.loads(rows["r0"]["attributes"]) == explained
 
 
 async def test_sampling_logs_every_denial_and_a_share_of_allows(client, db, warden):

@@ -149,8 +149,8 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         except BaseException:
             ledger.release(claim)
             raise
-        event = self._explanation(identity, request, decision, audit_setting(policies))
-        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost, event)
+        explained = self._explanation(request, decision, audit_setting(policies))
+        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost, explained)
         metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
                                  decision.reason.value).inc()
         reply = convert.decision_to_proto(decision, identity)
@@ -179,11 +179,13 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         decision = engine.decide(plan, outcomes, fit.max_output)
         return decision, parts, self._worst_cost(plan, prices, decision)
 
-    def _explanation(self, identity: engine.Identity, request: warden_pb2.AuthorizeRequest,
-                     decision: engine.Decision, setting: AuditSetting) -> dict | None:
-        """The "authorize.decision" event that explains a sampled decision. It travels in the
-        decision's journal record, so it costs no fsync wait and no record of its own; it is
-        left out (counted) when the journal is full, the decision never is."""
+    def _explanation(self, request: warden_pb2.AuthorizeRequest, decision: engine.Decision,
+                     setting: AuditSetting) -> dict | None:
+        """The attributes of the "authorize.decision" event that explains a sampled decision.
+        They travel in the decision's journal record (which gives the event its id, time,
+        user, model and provider when it is flushed), so they cost no fsync wait and no record
+        of their own; they are left out (counted) when the journal is full, the decision never
+        is."""
         rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
         if not sampled(rate, request.request_id):
             metrics.DECISION_LOG.labels("sampled_out").inc()
@@ -195,15 +197,8 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         if setting.store_prompts:
             attributes["messages"] = [{"role": m.role, "content": m.content}
                                       for m in request.messages]
-        route = decision.route
         metrics.DECISION_LOG.labels("logged").inc()
-        return {
-            "event_id": f"decision:{request.request_id}",
-            "event_time": self._c.clock().isoformat(), "action": "authorize.decision",
-            "request_id": request.request_id, "user_id": request.user_id or identity.user_id,
-            "model": route.model if route else request.model,
-            "provider": route.provider if route else request.provider,
-            "attributes": scrub(attributes, setting, self._c.key_pepper)}
+        return scrub(attributes, setting, self._c.key_pepper)
 
     @staticmethod
     def _worst_cost(plan: engine.Plan, prices, decision: engine.Decision | None = None) -> int:
