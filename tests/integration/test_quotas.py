@@ -3,6 +3,7 @@ test_quotas_multi.py)."""
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -328,3 +329,24 @@ async def test_refills_in_quick_succession_keep_the_spending_rate(client, warden
     for _ in range(4):
         await warden.quotas._refill(lease, 0)
     assert lease.rate == measured
+
+
+async def test_a_lease_that_ended_before_its_bucket_waits_for_the_next(client, warden, db):
+    """A lease is timed from before the call that granted it, so it ends up to one round trip
+    before its bucket ends on the database's clock. Here that trip is held up 40 ms (another
+    session holds the quota's lock), and the next grant is asked for as soon as the lease ends:
+    it must land in the next bucket, not in the last milliseconds of the old one (a lease that
+    dies at once and costs a second call)."""
+    key = await tenant(client)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 10**9, policy_id="rpm")
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock(hashtextextended('warden.quota:rpm', 0))")
+        first = asyncio.ensure_future(client.warden.Authorize(authorize_request(key, "r1")))
+        await asyncio.sleep(0.04)
+    await first
+    lease = warden.quotas._leases["rpm"]
+    bucket = lease.bucket
+    await asyncio.sleep(max(lease.until - time.monotonic(), 0))
+    await client.warden.Authorize(authorize_request(key, "r2"))
+    assert lease.bucket == bucket + timedelta(minutes=1) / BUCKETS
+    assert lease.until - time.monotonic() > 0.3
