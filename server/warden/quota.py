@@ -303,9 +303,13 @@ class Quotas:
                 short = check.demand.amount(want_output) - lease.room(now)
                 if short > 0 and self._may_ask(lease, now):
                     waits.append(self._refill(lease, short))
+            # The clock is read again only after waiting: a lease found live with room a few
+            # microseconds ago must not be found expired, and empty, with nothing asked for
+            # (that denied about one call in 30,000 under load). Spending it at `now` is safe:
+            # a lease ends up to a round trip before its bucket does.
             if waits:
                 await asyncio.gather(*waits)
-            now = time.monotonic()
+                now = time.monotonic()
             down = now < self._down_until
             away = [down or lease.unavailable for lease in leases]
             rooms = [None if gone and check.policy.failure_mode == "fail_open"
