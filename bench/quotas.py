@@ -317,9 +317,10 @@ async def add_quotas(target: str, admin_token: str) -> None:
                                      metadata=auth)
 
 
-async def decision_log(target: str, admin_token: str, on: bool) -> None:
-    """Turn the explanations of the decision log on (no audit policy: everything is
-    explained) or off (an org audit setting that samples none)."""
+async def decision_log(target: str, admin_token: str, allow_rate: float = 1.0,
+                       deny_rate: float = 1.0) -> None:
+    """Sample the decision log's explanations at these rates: both 1 is the default (no
+    audit policy: everything is explained), otherwise an org audit setting."""
     auth = admin_metadata(admin_token)
     async with grpc.aio.insecure_channel(target) as channel:
         admin = admin_pb2_grpc.AdminStub(channel)
@@ -329,11 +330,12 @@ async def decision_log(target: str, admin_token: str, on: bool) -> None:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-        if not on:
+        if (allow_rate, deny_rate) != (1.0, 1.0):
             await admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
                 id=AUDIT_POLICY_ID, scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_ORG,
                                                           id=ORG_ID),
-                audit=types_pb2.AuditConfig(allow_sample_rate=0, deny_sample_rate=0))),
+                audit=types_pb2.AuditConfig(allow_sample_rate=allow_rate,
+                                            deny_sample_rate=deny_rate))),
                 metadata=auth)
 
 
@@ -415,7 +417,8 @@ def one_sidecar(args: argparse.Namespace, base_url: str, tmp: Path, problems: li
         for mode, calls in runs.items():
             for server, target in targets.items():
                 print(f"part 1: {mode} against {server} ...", file=sys.stderr)
-                asyncio.run(decision_log(warden_target, admin_token, server != "unlogged"))
+                asyncio.run(decision_log(warden_target, admin_token,
+                                         *((0.0, 0.0) if server == "unlogged" else ())))
                 proc = servers["noop" if server == "noop" else "warden"]
                 cpu = cpu_seconds([proc.pid])
                 results[f"{mode}/{server}"] = r = asyncio.run(
