@@ -369,7 +369,7 @@ class Ledger:
             (b"[" + b",".join(kinds[kind]) + b"]").decode() for kind in kinds))
         if result["audit_orphaned"]:
             metrics.JOURNAL_DROPPED.labels("audit_orphan").inc(result["audit_orphaned"])
-            log.error("audit events of orgs deleted since they were accepted",
+            log.error("audit events of orgs the database does not have",
                       extra={"count": result["audit_orphaned"]})
         if result["requests_conflicting"]:
             metrics.JOURNAL_DROPPED.labels("conflict").inc(result["requests_conflicting"])

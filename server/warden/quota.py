@@ -67,8 +67,7 @@ INSERT INTO audit_events (org_id, event_id, app_id, event_time, action, attribut
 SELECT p.org_id, $2, CASE WHEN p.scope_kind = 'app' THEN p.scope_id ELSE '' END, $3,
        'budget.alert', $4::jsonb
 FROM policies p WHERE p.id = $1 AND NOT EXISTS (
-    SELECT 1 FROM audit_events a
-    WHERE a.org_id = (SELECT org_id FROM policies WHERE id = $1) AND a.event_id = $2)
+    SELECT 1 FROM audit_events a WHERE a.org_id = p.org_id AND a.event_id = $2)
 ON CONFLICT (org_id, event_id, event_time) DO NOTHING RETURNING org_id"""
 
 

@@ -28,10 +28,13 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-def _page(rows: Sequence[Mapping[str, Any]], size: int) -> tuple[Sequence[Mapping[str, Any]], str]:
-    """Rows were fetched with limit size + 1; the extra one only says there is a next page."""
+def _page(rows: Sequence[Mapping[str, Any]], size: int,
+          token: Callable[[Mapping[str, Any]], str] = lambda last: last["id"]
+          ) -> tuple[Sequence[Mapping[str, Any]], str]:
+    """Rows were fetched with limit size + 1; the extra one only says there is a next page,
+    whose token the page's last row gives."""
     if len(rows) > size:
-        return rows[:size], rows[size - 1]["id"]
+        return rows[:size], token(rows[size - 1])
     return rows, ""
 
 
@@ -415,11 +418,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         v.done()
         await self._org_of("org", request.org_id)
         size = _page_size(request)
-        rows = await self._c.audit_query.list_events(request.org_id, where, after, size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = audit_query.encode_page_token(self._c.key_pepper, request, rows[-1])
+        rows, token = _page(
+            await self._c.audit_query.list_events(request.org_id, where, after, size + 1), size,
+            lambda last: audit_query.encode_page_token(self._c.key_pepper, request, last))
         return admin_pb2.ListAuditEventsResponse(
             events=[audit_query.event_to_proto(r) for r in rows], next_page_token=token)
 

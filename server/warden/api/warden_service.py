@@ -46,6 +46,9 @@ def _subject(message) -> warden_pb2.Subject | None:
 
 
 _EVENT_TEXT = ("action", "request_id", "user_id", "model", "provider")
+# Bound once: labels() looks the child up on every call, and Authorize counts one of these.
+_LOGGED, _SAMPLED_OUT, _JOURNAL_FULL = (metrics.DECISION_LOG.labels(outcome) for outcome in
+                                        ("logged", "sampled_out", "journal_full"))
 
 
 def _event_violations(v: Violations, event: warden_pb2.AuditEvent, at: str,
@@ -188,16 +191,16 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         is."""
         rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
         if not sampled(rate, request.request_id):
-            metrics.DECISION_LOG.labels("sampled_out").inc()
+            _SAMPLED_OUT.inc()
             return None
         if self._c.ledger.full():
-            metrics.DECISION_LOG.labels("journal_full").inc()
+            _JOURNAL_FULL.inc()
             return None
         attributes = explanation(decision)
         if setting.store_prompts:
             attributes["messages"] = [{"role": m.role, "content": m.content}
                                       for m in request.messages]
-        metrics.DECISION_LOG.labels("logged").inc()
+        _LOGGED.inc()
         return scrub(attributes, setting, self._c.key_pepper)
 
     @staticmethod
