@@ -64,11 +64,10 @@ from authorize import (
 )
 from google.protobuf import struct_pb2, timestamp_pb2
 from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
-from quotas import cpu_seconds, database_server, metric_sums
+from quotas import add_database_url, cpu_seconds, database_server, metric_sums
 
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 MAX_EVENTS_PER_MESSAGE = 1000  # the server's limit (api/warden_service.py MAX_AUDIT_BATCH)
 STREAM_TIMEOUT = 60.0
 # After the load the journal's backlog must shrink at least this often, or the bench gives up.
@@ -529,10 +528,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                      "server")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds run but not measured before each measurement")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help="Postgres server on which the bench creates (and drops) a fresh "
-                             "database; 'embedded' starts a private one "
-                             f"(default {DEFAULT_DATABASE_URL})")
+    add_database_url(parser)
     parser.add_argument("--json", type=Path, help="also write context and figures as JSON")
     args = parser.parse_args(argv)
     if min(args.streams, args.messages) < 1 or not \

@@ -41,8 +41,8 @@ from authorize import (
     warden_command,
 )
 from quotas import (
-    DEFAULT_DATABASE_URL,
     HOST,
+    add_database_url,
     add_quotas,
     authorize_call,
     cpu_seconds,
@@ -136,10 +136,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds run but not measured before each run")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help="Postgres server on which the bench creates (and drops) a fresh "
-                             f"database; 'embedded' starts a private one "
-                             f"(default {DEFAULT_DATABASE_URL})")
+    add_database_url(parser)
     args = parser.parse_args()
     if args.rounds < 1 or args.concurrency < 1 or args.warmup < 0 or not 0 < args.seconds <= 300:
         parser.error("--rounds and --concurrency must be >= 1, --warmup >= 0, --seconds in "

@@ -667,6 +667,14 @@ def database_server(url: str, tmp: Path) -> Iterator[str]:
         yield embedded_url
 
 
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    """--database-url, as database_server() reads it."""
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help="Postgres server on which the bench creates (and drops) its fresh "
+                             "databases; 'embedded' starts a private one "
+                             f"(default {DEFAULT_DATABASE_URL})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -677,10 +685,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds run but not measured before each part 1 measurement")
     parser.add_argument("--sidecars", type=int, default=4, help="sidecars in part 2")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help="Postgres server on which the bench creates (and drops) a fresh "
-                             "database per part; 'embedded' starts a private one "
-                             f"(default {DEFAULT_DATABASE_URL})")
+    add_database_url(parser)
     args = parser.parse_args(argv)
     if min(args.concurrency, args.sidecars) < 1 or args.warmup < 0 or \
             not 0 < args.seconds <= 300:
