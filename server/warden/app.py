@@ -37,7 +37,7 @@ from warden.cache import Cache
 from warden.components import Components
 from warden.errors import StartupError
 from warden.journal import Journal
-from warden.ledger import Ledger
+from warden.ledger import Ledger, batch_entry
 from warden.quota import Quotas
 from warden.settings import Settings
 from warden.store import postgres
@@ -149,7 +149,7 @@ class App:
         self._feed_task = asyncio.create_task(
             self._feed.run(self.cache.invalidate, self.cache.set_live))
         self.quotas = Quotas(self._pool, s.lease_timeout_seconds)
-        self.ledger = Ledger(self._pool, Journal(data / "journal"), self.quotas,
+        self.ledger = Ledger(self._pool, Journal(data / "journal", keep=batch_entry), self.quotas,
                              self.database_now, s.reservation_ttl_seconds,
                              s.journal_flush_seconds, s.cache_max_entries,
                              s.journal_max_bytes)

@@ -33,8 +33,10 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from warden import metrics
 
@@ -57,16 +59,25 @@ class JournalError(RuntimeError):
 @dataclass
 class Segment:
     path: Path
-    records: list[dict]
+    records: list[Any]  # what the journal keeps of each record (`Journal(keep=...)`)
     bodies: list[bytes]  # each record's JSON as written, for the flusher to send as is
     size: int  # bytes
     since: float  # wall-clock time of its first record (its file's mtime when read back)
 
 
+def _whole(record: dict) -> dict:
+    return record
+
+
 class Journal:
-    def __init__(self, directory: Path, fsync: bool = True) -> None:
+    def __init__(self, directory: Path, fsync: bool = True,
+                 keep: Callable[[dict], Any] = _whole) -> None:
+        """`keep(record)` is what a segment holds of each record besides its JSON: a caller that
+        needs a few fields saves the memory (and the garbage collector's work) of every record
+        decoded until it is applied."""
         self.directory = Path(directory)
         self.fsync = fsync
+        self._keep = keep
         self.torn_tails = 0
         self.corrupt_stretches = 0  # damaged stretches skipped inside segments
         self.fsyncs = 0  # fdatasync calls on segments, for tests and metrics
@@ -75,7 +86,7 @@ class Journal:
         self._path = Path()
         self._size = 0  # bytes in the current segment, to undo a failed write
         self._since = 0.0  # when the current segment's first record was written
-        self._current: list[dict] = []
+        self._current: list[Any] = []
         self._bodies: list[bytes] = []  # the JSON of each record of _current
         self._sealed: list[Segment] = []
         self._counter = 0
@@ -126,7 +137,7 @@ class Journal:
         if not self._current:
             self._since = time.time()
         self._size += len(data)
-        self._current.append(record)
+        self._current.append(self._keep(record))
         self._bodies.append(body)
         self._seq += 1
         return self._seq
@@ -228,12 +239,12 @@ class Journal:
         self._current, self._bodies, self._size = [], [], 0
         return fd, path
 
-    def _read(self, path: Path, data: bytes) -> tuple[list[dict], list[bytes]]:
+    def _read(self, path: Path, data: bytes) -> tuple[list[Any], list[bytes]]:
         records, bodies, pos = [], [], 0
         while pos < len(data):
             found = _record_at(data, pos)
             if found is not None:
-                records.append(found[0])
+                records.append(self._keep(found[0]))
                 bodies.append(data[pos + _HEADER.size:found[1]])
                 pos = found[1]
                 continue

@@ -114,6 +114,17 @@ SELECT f.*,
         WHERE NOT EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)) AS audit_orphaned
 FROM d, warden_flush(d.decisions, $2::text::jsonb) AS f
 """
+
+
+def batch_entry(record: dict[str, Any]) -> tuple[str, int]:
+    """What the journal keeps of a record until it is applied: its kind, and how many rows it
+    adds to a flush call (an audit record, one per event; a decision, two when explained)."""
+    kind = record["kind"]
+    if kind == "audit":
+        return kind, len(record["events"])
+    return kind, 1 + ("explanation" in record or "event" in record)
+
+
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "model", "provider",
                 "outcome", "latency_ms")
 
@@ -348,10 +359,9 @@ class Ledger:
         async with self._flushing:
             for segment in await self._journal.seal():
                 batch, rows = [], 0
-                for record, body in zip(segment.records, segment.bodies, strict=True):
-                    batch.append((record["kind"], body))
-                    rows += len(record["events"]) if record["kind"] == "audit" else \
-                        1 + ("explanation" in record or "event" in record)
+                for (kind, n), body in zip(segment.records, segment.bodies, strict=True):
+                    batch.append((kind, body))
+                    rows += n
                     if rows >= BATCH:
                         await self._apply(batch)
                         batch, rows = [], 0

@@ -59,8 +59,8 @@ async def test_an_explanation_is_named_and_timed_by_its_decision(client, db, war
     a whole event, and is stored as that event says."""
     key = await tenant(client)
     await client.warden.Authorize(authorize_request(key, "r1"))
-    [record] = [r for s in await warden.ledger._journal.seal() for r in s.records
-                if r["kind"] == "decision"]
+    [record] = [json.loads(b) for s in await warden.ledger._journal.seal()
+                for (kind, _), b in zip(s.records, s.bodies, strict=True) if kind == "decision"]
     explained = record["explanation"]
     old = {k: v for k, v in record.items() if k != "explanation"}
     old.update(request_id="r0", reservation_id=uuid.uuid4().hex, event={

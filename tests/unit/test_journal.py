@@ -55,6 +55,22 @@ async def test_append_seal_done_round_trip(tmp_path: Path) -> None:
     assert segment_files(tmp_path / "j") == []  # the empty current segment went too
 
 
+async def test_a_segment_holds_what_keep_makes_of_each_record(tmp_path: Path) -> None:
+    """Appended or read back, a record is held as `keep` gives it, beside its JSON as written."""
+    journal = Journal(tmp_path, keep=lambda record: record["i"])
+    journal.open()
+    journal.append(rec(0))
+    journal.append(rec(1))
+    [segment] = await journal.seal()
+    assert segment.records == [0, 1]
+    assert [json.loads(b) for b in segment.bodies] == [rec(0), rec(1)]
+    journal.append(rec(2))
+    await journal.close()
+    again = Journal(tmp_path, keep=lambda record: record["i"])
+    assert [s.records for s in again.open()] == [[0, 1], [2]]
+    await again.close()
+
+
 async def test_reopen_returns_unapplied_segments(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.open()
