@@ -43,6 +43,7 @@ from cachetools import TTLCache
 
 from warden import metrics
 from warden.engine import AuthorizeInput, Decision, Identity
+from warden.engine.model import bucket_time
 from warden.engine.pricing import Price, cost_micros, find_price
 from warden.errors import WardenError
 from warden.journal import Journal
@@ -231,7 +232,7 @@ class Ledger:
             request.max_output_tokens,
             "create_time": now.isoformat(), "reservation_id": r.reservation_id,
             "reserved": [{"policy_id": p.policy_id, "metric": p.metric, "amount": p.amount,
-                          "bucket_start": p.bucket.isoformat() if p.bucket else None}
+                          "bucket_start": bucket_time(p.bucket) if p.bucket else None}
                          for p in r.parts],
             "reserved_cost_micros": reserved_cost if decision.allowed else 0,
             "expire_time": r.expire_time.isoformat() if r.expire_time else None}

@@ -35,6 +35,7 @@ import asyncpg
 
 from warden import metrics
 from warden.engine import Fit, PolicyRecord, QuotaCheck, QuotaOutcome, fit
+from warden.engine.model import bucket_time
 from warden.store.postgres import database_unavailable
 
 log = logging.getLogger("warden.quota")
@@ -364,7 +365,7 @@ class Quotas:
                 delta += local
             if delta:
                 adjustments.append({"policy_id": part.policy_id,
-                                    "bucket_start": part.bucket.isoformat(), "delta": delta})
+                                    "bucket_start": bucket_time(part.bucket), "delta": delta})
         return adjustments
 
     # -- background ------------------------------------------------------------------------------

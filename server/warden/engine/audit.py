@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from warden.engine.model import AuditSetting, Decision, PolicyRecord
+from warden.engine.model import AuditSetting, Decision, PolicyRecord, bucket_time
 
 DEFAULT = AuditSetting()
 # Attributes that carry prompt or completion text (top level of an event's attributes).
@@ -59,7 +59,7 @@ def explanation(decision: Decision) -> dict[str, Any]:
                      r.allowed, r.reason.value, r.message] for r in decision.results],
         "limits": [[o.check.policy.id, f"{o.check.policy.scope_kind}:{o.check.policy.scope_id}",
                     o.check.policy.metric, o.check.policy.limit, o.remaining,
-                    o.reset_time.isoformat() if o.reset_time else None]
+                    bucket_time(o.reset_time) if o.reset_time else None]
                    for o in decision.limits],
     }
     if route is not None:
