@@ -73,8 +73,8 @@ class Journal:
     def __init__(self, directory: Path, fsync: bool = True,
                  keep: Callable[[dict], Any] = _whole) -> None:
         """`keep(record)` is what a segment holds of each record besides its JSON: a caller that
-        needs a few fields saves the memory (and the garbage collector's work) of every record
-        decoded until it is applied."""
+        needs a few fields saves the memory of every record decoded until it is applied (the
+        ledger's decoded records took six times the journal's bytes)."""
         self.directory = Path(directory)
         self.fsync = fsync
         self._keep = keep
