@@ -43,7 +43,9 @@ from warden import metrics
 log = logging.getLogger("warden.journal")
 
 _HEADER = struct.Struct(">II")
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per record
+# One encoder, not one per record. Records are trees of plain values built by Warden, never
+# cyclic: skipping the cycle check encodes an explained decision in 14.5 µs instead of 16.8.
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _SUFFIX = ".wal"
 # Every body is json.dumps of a dict, so a record's body starts with this byte: resynchronising
 # after damage tries only the positions 8 bytes before one (in C, by bytes.find), which skips
