@@ -195,6 +195,11 @@ class Journal:
         if self.fsync:
             self._fsync_dir()
 
+    @property
+    def segment(self) -> int:
+        """The number of the segment appends go to now (it grows with each new segment)."""
+        return self._counter
+
     def pending(self) -> int:
         return sum(len(s.records) for s in self._sealed) + len(self._current)
 

@@ -39,10 +39,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from warden import metrics
 from warden.engine import AuthorizeInput, Decision, Identity
+from warden.engine.audit import Snapshot
 from warden.engine.model import bucket_time
 from warden.engine.pricing import Price, cost_micros, find_price
 from warden.errors import WardenError
@@ -94,6 +95,17 @@ events AS (
                  create_time timestamptz, explanation jsonb, event jsonb)
         WHERE r.explanation IS NOT NULL OR r.event IS NOT NULL) x
     ORDER BY x.org_id, x.event_id, x.n, x.i),
+snapshots AS (
+    -- The body a sidecar journals with the first explanation of each segment that refers
+    -- to it.
+    INSERT INTO explanation_snapshots (org_id, id, body)
+    SELECT DISTINCT ON (r.org_id, r.explanation->>'snapshot') r.org_id,
+           r.explanation->>'snapshot', r.snapshot
+    FROM d, jsonb_to_recordset(d.decisions) AS r(org_id text, explanation jsonb,
+                                                  snapshot jsonb)
+    WHERE r.snapshot IS NOT NULL AND r.explanation->>'snapshot' IS NOT NULL
+      AND EXISTS (SELECT 1 FROM orgs o WHERE o.id = r.org_id)
+    ON CONFLICT DO NOTHING),
 stored AS (
     INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
                               user_id, model, provider, attributes)
@@ -164,6 +176,10 @@ class Ledger:
         self._flush_interval = flush_interval
         self._max_journal_bytes = max_journal_bytes
         self._recent: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl + 300)
+        # (org, snapshot id) -> the journal segment its body was last journaled in. A body is
+        # journaled once per segment, so a damaged segment can take only its own
+        # explanations' snapshot with it; one forgotten is journaled again, and stored once.
+        self._snapshots: LRUCache = LRUCache(maxsize=max_entries)
         self._flushing = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
 
@@ -210,9 +226,11 @@ class Ledger:
 
     def record(self, reservation: Reservation, identity: Identity, request: AuthorizeInput,
                decision: Decision, parts: list[Part], reserved_cost: int,
-               explanation: dict[str, Any] | None = None) -> str:
+               explanation: dict[str, Any] | None = None,
+               snapshot: Snapshot | None = None) -> str:
         """Log the decision, with the attributes of its explanation event if given (durable
-        against SIGKILL once this returns); return the reservation id of an allowed call."""
+        against SIGKILL once this returns); return the reservation id of an allowed call. The
+        first record of each journal segment that refers to a snapshot carries its body."""
         now = self._clock()
         route = decision.route
         r = reservation
@@ -236,9 +254,15 @@ class Ledger:
                          for p in r.parts],
             "reserved_cost_micros": reserved_cost if decision.allowed else 0,
             "expire_time": r.expire_time.isoformat() if r.expire_time else None}
+        segment = self._journal.segment
         if explanation is not None:
             record["explanation"] = explanation
+            if snapshot is not None and \
+                    self._snapshots.get((identity.org_id, snapshot.id)) != segment:
+                record["snapshot"] = snapshot.body
         self._journal.append(record)
+        if "snapshot" in record:  # once it is in the journal
+            self._snapshots[(identity.org_id, snapshot.id)] = segment
         return r.reservation_id
 
     # -- RecordUsage ---------------------------------------------------------------------------

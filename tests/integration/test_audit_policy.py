@@ -10,11 +10,11 @@ import uuid
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from tests.conftest import KEY_PEPPER
 from tests.helpers import authorize_request, expect_error, rate_limit, tenant
-from warden.engine.audit import sampled
+from warden.engine.audit import expand, sampled
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 ORG = types_pb2.Scope(kind=types_pb2.SCOPE_KIND_ORG, id="acme")
@@ -27,9 +27,13 @@ async def audit_policy(client, scope=ORG, **config) -> types_pb2.Policy:
 
 
 async def decision_events(db) -> dict[str, dict]:
-    rows = await db.fetch("SELECT request_id, model, attributes FROM audit_events "
-                          "WHERE action = 'authorize.decision'")
-    return {r["request_id"]: json.loads(r["attributes"]) for r in rows}
+    """Each stored explanation in its full form: its snapshot joined back in, as Admin does."""
+    rows = await db.fetch(
+        "SELECT e.request_id, e.attributes, s.body FROM audit_events e"
+        " LEFT JOIN explanation_snapshots s ON s.org_id = e.org_id"
+        "  AND s.id = e.attributes->>'snapshot' WHERE e.action = 'authorize.decision'")
+    return {r["request_id"]: expand(json.loads(r["attributes"]),
+                                    r["body"] and json.loads(r["body"])) for r in rows}
 
 
 async def test_every_decision_is_explained_by_default(client, db, warden):
@@ -53,6 +57,43 @@ async def test_every_decision_is_explained_by_default(client, db, warden):
     assert "secret plan" not in json.dumps(events)
 
 
+async def test_an_explanation_stores_its_fixed_fields_once(client, db, warden):
+    """Each result's policy, scope, type and mode and each limit's policy, scope, metric and
+    limit are a snapshot: journaled with the first decision of a journal segment that refers
+    to it, stored once per org, named by id in every explanation."""
+    key = await tenant(client)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 100, policy_id="chat-rpm")
+    for i in range(5):
+        await client.warden.Authorize(authorize_request(key, f"r{i}"))
+    records = [json.loads(b) for s in await warden.ledger._journal.seal()
+               for (kind, _), b in zip(s.records, s.bodies, strict=True) if kind == "decision"]
+    assert ["snapshot" in r for r in records] == [True, False, False, False, False]
+    assert records[0]["snapshot"]["limits"] == [["chat-rpm", "app:chat", "REQUESTS", 100]]
+    await client.warden.Authorize(authorize_request(key, "r5"))  # a new segment: again
+    [again] = [json.loads(b) for s in await warden.ledger._journal.seal()
+               for (kind, _), b in zip(s.records, s.bodies, strict=True)
+               if json.loads(b)["request_id"] == "r5"]
+    assert again["snapshot"] == records[0]["snapshot"]
+    await warden.ledger.flush()
+    stored = await db.fetch("SELECT org_id, id FROM explanation_snapshots")
+    assert [(r["org_id"], r["id"]) for r in stored] == [
+        ("acme", records[0]["explanation"]["snapshot"])]
+    raw = [json.loads(r["attributes"]) for r in await db.fetch(
+        "SELECT attributes FROM audit_events WHERE action = 'authorize.decision'")]
+    # Plain allows: no results of their own; limits [remaining, reset_time].
+    assert all(a["snapshot"] == stored[0]["id"] and "results" not in a for a in raw)
+    assert sorted(a["limits"][0][0] for a in raw) == [94, 95, 96, 97, 98, 99]
+    # Through Admin, every explanation reads in full.
+    listed = await client.admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(
+        org_id="acme", action="authorize.decision"), metadata=client.auth)
+    assert len(listed.events) == 6
+    for event in listed.events:
+        attributes = json.loads(json_format.MessageToJson(event.event.attributes))
+        assert "snapshot" not in attributes
+        assert attributes["limits"][0][:4] == ["chat-rpm", "app:chat", "REQUESTS", 100]
+        assert attributes["results"][0][0] == "chat-rpm" and attributes["results"][0][4]
+
+
 async def test_an_explanation_is_named_and_timed_by_its_decision(client, db, warden):
     """The journal carries an explanation's attributes only; the flush gives it its decision's
     id, time, user, model and provider. A decision record an earlier Warden journaled carries
@@ -62,7 +103,7 @@ async def test_an_explanation_is_named_and_timed_by_its_decision(client, db, war
     [record] = [json.loads(b) for s in await warden.ledger._journal.seal()
                 for (kind, _), b in zip(s.records, s.bodies, strict=True) if kind == "decision"]
     explained = record["explanation"]
-    old = {k: v for k, v in record.items() if k != "explanation"}
+    old = {k: v for k, v in record.items() if k not in ("explanation", "snapshot")}
     old.update(request_id="r0", reservation_id=uuid.uuid4().hex, event={
         "event_id": "decision:r0", "event_time": "2026-01-02T03:04:05+00:00",
         "action": "authorize.decision", "request_id": "r0", "user_id": record["user_id"],
@@ -139,6 +180,25 @@ async def test_prompts_masks_and_hashes_in_audit_events(client, db, warden):
         "tell me the secret", "no", "***", "search")
     digest = hmac.new(KEY_PEPPER.encode(), b'"ann@example.com"', hashlib.sha256).hexdigest()
     assert s["user"] == {"email": f"hmac-sha256:{digest}", "plan": "pro"}
+
+
+async def test_a_masking_setting_stores_explanations_whole(client, db, warden):
+    """Masked and hashed paths name the full form, so under such a setting an explanation
+    is stored whole, with no snapshot, and read as it is."""
+    key = await tenant(client)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 100, policy_id="chat-rpm")
+    await audit_policy(client, mask_fields=["limits"])
+    await client.warden.Authorize(authorize_request(key, "r1"))
+    await warden.ledger.flush()
+    [raw] = [json.loads(r["attributes"]) for r in await db.fetch(
+        "SELECT attributes FROM audit_events WHERE action = 'authorize.decision'")]
+    assert "snapshot" not in raw and raw["limits"] == "***"
+    assert raw["results"][0][:2] == ["chat-rpm", "app:chat"]
+    assert await db.fetchval("SELECT count(*) FROM explanation_snapshots") == 0
+    story = await client.admin.GetRequestStory(admin_pb2.GetRequestStoryRequest(
+        org_id="acme", request_id="r1"), metadata=client.auth)
+    assert [r.policy_id for r in story.decision.results] == ["chat-rpm"]
+    assert not story.decision.limits
 
 
 async def test_stored_prompts_join_the_explanation(client, db, warden):

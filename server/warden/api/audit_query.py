@@ -101,9 +101,14 @@ def decode_page_token(v: Violations, pepper: bytes,
     return None
 
 
+def _attributes(row: Row) -> dict[str, Any]:
+    """An event's attributes as Admin shows them: an explanation in its full form."""
+    return audit.expand(row["attributes"], row["snapshot"])
+
+
 def event_to_proto(row: Row) -> admin_pb2.StoredAuditEvent:
     attributes = struct_pb2.Struct()
-    attributes.update(row["attributes"])
+    attributes.update(_attributes(row))
     return admin_pb2.StoredAuditEvent(
         event=warden_pb2.AuditEvent(
             event_id=row["event_id"], time=convert.timestamp(row["event_time"]),
@@ -211,5 +216,5 @@ def story_to_proto(decision: Row | None,
         reply.usage.CopyFrom(usage)
     explained = [e for e in events if e["event_id"] == f"decision:{d['request_id']}"]
     if explained:
-        _explain(reply, explained[0]["attributes"])
+        _explain(reply, _attributes(explained[0]))
     return reply

@@ -14,7 +14,7 @@ from warden.api.decoding import Malformed
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
 from warden.components import Components
-from warden.engine.audit import audit_setting, explanation, sampled, scrub
+from warden.engine.audit import Snapshot, audit_setting, expand, explanation, sampled, scrub
 from warden.engine.model import AuditSetting
 from warden.engine.pricing import cost_micros, find_price
 from warden.errors import WardenError, not_found
@@ -152,8 +152,9 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         except BaseException:
             ledger.release(claim)
             raise
-        explained = self._explanation(request, decision, audit_setting(policies))
-        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost, explained)
+        explained, snapshot = self._explanation(request, decision, audit_setting(policies))
+        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost, explained,
+                                       snapshot)
         metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
                                  decision.reason.value).inc()
         reply = convert.decision_to_proto(decision, identity)
@@ -183,25 +184,28 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         return decision, parts, self._worst_cost(plan, prices, decision)
 
     def _explanation(self, request: warden_pb2.AuthorizeRequest, decision: engine.Decision,
-                     setting: AuditSetting) -> dict | None:
-        """The attributes of the "authorize.decision" event that explains a sampled decision.
-        They travel in the decision's journal record (which gives the event its id, time,
-        user, model and provider when it is flushed), so they cost no fsync wait and no record
-        of their own; they are left out (counted) when the journal is full, the decision never
-        is."""
+                     setting: AuditSetting) -> tuple[dict | None, Snapshot | None]:
+        """The attributes of the "authorize.decision" event that explains a sampled decision,
+        and the snapshot they refer to (None when they hold every field themselves: a setting
+        that masks or hashes fields names them in the full form). They travel in the
+        decision's journal record (which gives the event its id, time, user, model and
+        provider when it is flushed), so they cost no fsync wait and no record of their own;
+        they are left out (counted) when the journal is full, the decision never is."""
         rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
         if not sampled(rate, request.request_id):
             _SAMPLED_OUT.inc()
-            return None
+            return None, None
         if self._c.ledger.full():
             _JOURNAL_FULL.inc()
-            return None
-        attributes = explanation(decision)
+            return None, None
+        attributes, snapshot = explanation(decision)
+        if setting.mask_fields or setting.hash_fields:
+            attributes, snapshot = expand(attributes, snapshot.body), None
         if setting.store_prompts:
             attributes["messages"] = [{"role": m.role, "content": m.content}
                                       for m in request.messages]
         _LOGGED.inc()
-        return scrub(attributes, setting, self._c.key_pepper)
+        return scrub(attributes, setting, self._c.key_pepper), snapshot
 
     @staticmethod
     def _worst_cost(plan: engine.Plan, prices, decision: engine.Decision | None = None) -> int:

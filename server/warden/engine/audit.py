@@ -4,20 +4,24 @@
   specific enforced one, else the defaults (log every decision, store no prompt text).
 - Sampling of the decision log is decided by the request id, so every sidecar (and every
   replay) makes the same choice for one call.
+- An explanation keeps what repeats from call to call (each result's and limit's policy
+  fields) in a snapshot, stored once per org; `expand` joins the two back together.
 - Scrubbing runs on an event's attributes before it is journaled: prompt text is removed
   unless the setting keeps it, masked paths become "***", hashed paths an HMAC of their JSON.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from warden.engine.model import AuditSetting, Decision, PolicyRecord, bucket_time
+from warden.engine.model import AuditSetting, Decision, PolicyRecord, Reason, bucket_time
 
 DEFAULT = AuditSetting()
 # Attributes that carry prompt or completion text (top level of an event's attributes).
@@ -46,28 +50,86 @@ def sampled(rate: float, request_id: str) -> bool:
     return rate > 0 and zlib.crc32(request_id.encode()) < rate * 2**32
 
 
-def explanation(decision: Decision) -> dict[str, Any]:
-    """The decision's reasons as the attributes of an "authorize.decision" event: the fields of
-    its AuthorizeResponse, which GetRequestStory rebuilds from them. Results, route and limits
-    are positional lists (fields in RESULT, ROUTE and LIMIT order): every call writes one, and
-    named fields would double what the decision log encodes and stores."""
+# A result's own fields (RESULT[4:]) when it is a plain allow.
+PLAIN_ALLOW = [True, Reason.ALLOWED.value, ""]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The fixed fields of a decision's results and limits, stored once per org and content:
+    `body` is {"results": [RESULT[:4] lists], "limits": [LIMIT[:4] lists]}, `id` a hash of its
+    JSON."""
+
+    id: str
+    body: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=4096)
+def _snapshot(results: tuple[tuple, ...], limits: tuple[tuple, ...]) -> Snapshot:
+    """From (policy id, scope kind, scope id, then the other fixed fields) per result and
+    limit: the scope is one "kind:id" field in the body."""
+    body = {"results": [[i, f"{kind}:{scope}", *rest] for i, kind, scope, *rest in results],
+            "limits": [[i, f"{kind}:{scope}", *rest] for i, kind, scope, *rest in limits]}
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    return Snapshot(hashlib.sha256(text.encode()).hexdigest()[:32], body)
+
+
+def explanation(decision: Decision) -> tuple[dict[str, Any], Snapshot]:
+    """The decision's reasons as the attributes of an "authorize.decision" event, and the
+    snapshot they refer to. What repeats from call to call (each result's policy, scope, type
+    and mode; each limit's policy, scope, metric and limit) is in the snapshot; the attributes
+    hold its id and what this call decided, as positional lists: the results that are not a
+    plain allow as [index, then RESULT[4:]], limits as [remaining, reset_time], the route in
+    ROUTE order. `expand` joins the two into the full form GetRequestStory rebuilds the
+    AuthorizeResponse from."""
     route = decision.route
+    snapshot = _snapshot(
+        tuple((r.policy_id, r.scope_kind, r.scope_id, r.policy_type, r.mode)
+              for r in decision.results),
+        tuple((p.id, p.scope_kind, p.scope_id, p.metric, p.limit)
+              for p in (o.check.policy for o in decision.limits)))
     attributes: dict[str, Any] = {
         "decision": "allow" if decision.allowed else "deny",
         "reason": decision.reason.value,
-        "results": [[r.policy_id, f"{r.scope_kind}:{r.scope_id}", r.policy_type, r.mode,
-                     r.allowed, r.reason.value, r.message] for r in decision.results],
-        "limits": [[o.check.policy.id, f"{o.check.policy.scope_kind}:{o.check.policy.scope_id}",
-                    o.check.policy.metric, o.check.policy.limit, o.remaining,
-                    bucket_time(o.reset_time) if o.reset_time else None]
+        "snapshot": snapshot.id,
+        "limits": [[o.remaining, bucket_time(o.reset_time) if o.reset_time else None]
                    for o in decision.limits],
     }
+    own = [[i, r.allowed, r.reason.value, r.message] for i, r in enumerate(decision.results)
+           if not r.allowed or r.reason is not Reason.ALLOWED or r.message]
+    if own:
+        attributes["results"] = own
     if route is not None:
         attributes["route"] = [route.provider, route.model, route.max_output_tokens,
                                [[t.provider, t.model] for t in route.fallbacks]]
     if decision.retry_after is not None:
         attributes["retry_after_seconds"] = decision.retry_after.total_seconds()
-    return attributes
+    return attributes, snapshot
+
+
+def expand(attributes: dict[str, Any], body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An explanation with its snapshot's fields put back: results in RESULT order, limits in
+    LIMIT order, without the snapshot id. Attributes without a snapshot id (explanations
+    stored before snapshots, or under a setting that masks or hashes fields) are returned as
+    they are, and so are attributes whose snapshot is missing or does not fit them."""
+    if "snapshot" not in attributes or not body:
+        return attributes
+    try:
+        fixed_results, fixed_limits = body["results"], body["limits"]
+        own = [PLAIN_ALLOW] * len(fixed_results)
+        for i, *result in attributes.get("results", ()):
+            if not 0 <= i < len(own) or len(result) != len(PLAIN_ALLOW):
+                return attributes
+            own[i] = result
+        limits = attributes["limits"]
+        if len(limits) != len(fixed_limits):
+            return attributes
+        full = {k: v for k, v in attributes.items() if k != "snapshot"}
+        full["results"] = [list(f) + list(o) for f, o in zip(fixed_results, own, strict=True)]
+        full["limits"] = [list(f) + list(o) for f, o in zip(fixed_limits, limits, strict=True)]
+    except (KeyError, TypeError, ValueError):
+        return attributes
+    return full
 
 
 def scrub(attributes: dict[str, Any], setting: AuditSetting, pepper: bytes) -> dict[str, Any]:

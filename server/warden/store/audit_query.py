@@ -1,7 +1,8 @@
 """Reading the audit trail back (Admin ListAuditEvents and GetRequestStory).
 
-Plain SELECTs on audit_events, requests and usage: they work the same whether audit_events is
-one table or partitioned by month (a condition on event_time lets Postgres skip partitions).
+Plain SELECTs on audit_events (with the explanation snapshots its decisions name), requests
+and usage: they work the same whether audit_events is one table or partitioned by month (a
+condition on event_time lets Postgres skip partitions).
 
 Listing pages by keyset on (event_time, event_id), never by OFFSET: a page starts after the
 last event of the previous one, so events stored meanwhile neither repeat nor push others out of
@@ -21,7 +22,13 @@ import asyncpg
 from warden.store.base import Row
 
 _EVENT_COLUMNS = ("e.org_id, e.app_id, e.event_id, e.event_time, e.receive_time, e.action,"
-                  " e.request_id, e.user_id, e.model, e.provider, e.attributes")
+                  " e.request_id, e.user_id, e.model, e.provider, e.attributes,"
+                  " s.body AS snapshot")
+# A decision's explanation names the snapshot of its fixed fields (engine/audit.py); another
+# event's "snapshot" attribute is its own.
+_EVENTS = ("audit_events e LEFT JOIN explanation_snapshots s ON e.action = 'authorize.decision'"
+           " AND e.event_id = 'decision:' || e.request_id AND s.org_id = e.org_id"
+           " AND s.id = e.attributes->>'snapshot'")
 
 # The decision of a request with its settlement (usage) when there is one.
 _DECISION = """
@@ -34,7 +41,7 @@ WHERE r.org_id = $1 AND r.request_id = $2
 """
 
 _REQUEST_EVENTS = f"""
-SELECT {_EVENT_COLUMNS} FROM audit_events e
+SELECT {_EVENT_COLUMNS} FROM {_EVENTS}
 WHERE e.org_id = $1 AND e.request_id = $2
 ORDER BY e.event_time, e.event_id COLLATE "C"
 LIMIT $3
@@ -61,7 +68,8 @@ class AuditQueryStore(Protocol):
                           after: tuple[datetime, str] | None, limit: int) -> list[Row]:
         """Up to `limit` events of the org matching `where`, ordered by (event_time,
         event_id), strictly after `after` in that order when given. Rows carry the
-        audit_events columns (attributes decoded)."""
+        audit_events columns (attributes decoded) and `snapshot`: the body of the snapshot a
+        decision's explanation refers to, or None."""
         ...
 
     async def request_story(self, org_id: str, request_id: str,
@@ -99,7 +107,7 @@ def list_events_sql(where: AuditFilter, after: bool) -> tuple[str, list[str]]:
         conditions.append(f"e.event_time >= {at}"
                           f" AND (e.event_time > {at} OR e.event_id COLLATE \"C\" > {event_id})")
     limit = param("limit")
-    sql = (f"SELECT {_EVENT_COLUMNS} FROM audit_events e WHERE {' AND '.join(conditions)}"
+    sql = (f"SELECT {_EVENT_COLUMNS} FROM {_EVENTS} WHERE {' AND '.join(conditions)}"
            f' ORDER BY e.event_time, e.event_id COLLATE "C" LIMIT {limit}')
     return sql, fields
 
