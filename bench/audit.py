@@ -35,7 +35,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,7 +63,13 @@ from authorize import (
 )
 from google.protobuf import struct_pb2, timestamp_pb2
 from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
-from quotas import add_database_url, cpu_seconds, database_server, metric_sums
+from quotas import (
+    add_database_url,
+    cpu_seconds,
+    database_kind,
+    metric_sums,
+    on_database_server,
+)
 
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
@@ -546,22 +551,15 @@ def main() -> None:
     context = {
         "utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "loadavg": loadavg(),
         **machine(),
-        "database": "embedded" if args.database_url == "embedded" else "external",
+        "database": database_kind(args.database_url),
         "streams": args.streams, "messages": args.messages, "events": args.events,
         "warmup_s": args.warmup, "seconds_s": args.seconds,
         "warden_env": ",".join(f"{k}={v}" for k, v in sorted(os.environ.items())
                                if k.startswith("WARDEN_")) or "none",
     }
     problems: list[str] = []
-    try:
-        with (tempfile.TemporaryDirectory(prefix="warden-bench-",
-                                          ignore_cleanup_errors=True) as tmp,
-              database_server(args.database_url, Path(tmp)) as base_url):
-            results = run(args, base_url, Path(tmp), problems)
-    except BenchError as exc:
-        sys.exit(f"bench: {exc}")
-    except KeyboardInterrupt:
-        sys.exit("bench: interrupted; servers stopped")
+    results = on_database_server(args.database_url,
+                                 lambda base_url, tmp: run(args, base_url, tmp, problems))
     context["loadavg_end"] = loadavg()
     report(context, results)
     if args.json:

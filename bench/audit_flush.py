@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -43,9 +42,9 @@ import asyncpg
 # audit, authorize and quotas: beside this file, which is on sys.path when run as
 # `python bench/audit_flush.py`.
 from audit import ACTION, ATTRIBUTES, loadavg
-from authorize import BenchError, fresh_database, machine
+from authorize import fresh_database, machine
 from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
-from quotas import add_database_url, cpu_seconds, database_server
+from quotas import add_database_url, cpu_seconds, database_kind, on_database_server
 
 from warden.ledger import _FLUSH
 from warden.store.migrate import migrate
@@ -211,20 +210,17 @@ def main() -> None:
         parser.error(f"--events must be at least {PER_CALL}")
     context = {"utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "loadavg": loadavg(),
                **machine(),
-               "database": "embedded" if args.database_url == "embedded" else "external",
+               "database": database_kind(args.database_url),
                "events": args.events}
     problems: list[str] = []
     results: list[dict] = []
 
-    def run(v: tuple) -> None:
-        print(f"{v[0]} ...", file=sys.stderr)
-        results.append(asyncio.run(variant(url, *v, args.events, problems)))
+    def all_variants(base_url: str, _tmp: Path) -> None:
+        with fresh_database(base_url) as url:
+            def run(v: tuple) -> None:
+                print(f"{v[0]} ...", file=sys.stderr)
+                results.append(asyncio.run(variant(url, *v, args.events, problems)))
 
-    try:
-        with (tempfile.TemporaryDirectory(prefix="warden-bench-",
-                                          ignore_cleanup_errors=True) as tmp,
-              database_server(args.database_url, Path(tmp)) as base_url,
-              fresh_database(base_url) as url):
             asyncio.run(prepare(url))
             for _ in range(2):
                 for v in VARIANTS:
@@ -232,10 +228,8 @@ def main() -> None:
             asyncio.run(execute(url, PAST_MONTHS))
             for _ in range(2):
                 run(VARIANTS[1])
-    except BenchError as exc:
-        sys.exit(f"bench: {exc}")
-    except KeyboardInterrupt:
-        sys.exit("bench: interrupted")
+
+    on_database_server(args.database_url, all_variants)
     context["loadavg_end"] = loadavg()
     report(context, results)
     if args.json:

@@ -25,14 +25,12 @@ import asyncio
 import contextlib
 import statistics
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 # authorize and quotas: beside this file, which is on sys.path when run as
 # `python bench/decision_log.py`.
 from authorize import (
-    BenchError,
     free_ports,
     fresh_database,
     machine,
@@ -48,9 +46,10 @@ from quotas import (
     authorize_call,
     cpu_seconds,
     create_tenant,
-    database_server,
+    database_kind,
     decision_log,
     drive,
+    on_database_server,
     request_factory,
     stored_explanations,
     stored_rows,
@@ -150,19 +149,12 @@ def main() -> None:
                      "(0, 300]")
     unwind_on_signals()
     context = {"utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), **machine(),
-               "database": "embedded" if args.database_url == "embedded" else "external",
+               "database": database_kind(args.database_url),
                "rounds": args.rounds, "concurrency": args.concurrency,
                "seconds_s": args.seconds, "warmup_s": args.warmup}
     problems: list[str] = []
-    try:
-        with (tempfile.TemporaryDirectory(prefix="warden-bench-",
-                                          ignore_cleanup_errors=True) as tmp,
-              database_server(args.database_url, Path(tmp)) as base_url):
-            runs = run(args, base_url, Path(tmp), problems)
-    except BenchError as exc:
-        sys.exit(f"bench: {exc}")
-    except KeyboardInterrupt:
-        sys.exit("bench: interrupted; servers stopped")
+    runs = on_database_server(args.database_url,
+                              lambda base_url, tmp: run(args, base_url, tmp, problems))
     report(context, runs)
     if problems:
         print("\nFAILED:\n" + "\n".join(f"- {p}" for p in problems))

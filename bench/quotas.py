@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -71,6 +72,8 @@ from propagation import embedded_postgres
 
 from warden.engine.pricing import Price, cost_micros
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2, warden_pb2, warden_pb2_grpc
+
+T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOKEN_LIMIT_ID = "bench-app-tokens"
@@ -667,6 +670,25 @@ def database_server(url: str, tmp: Path) -> Iterator[str]:
         yield embedded_url
 
 
+def on_database_server(url: str, work: Callable[[str, Path], T]) -> T:
+    """work(base_url, tmp) in a temporary directory, on the server --database-url names
+    (database_server); a BenchError or ^C ends the bench with its message."""
+    try:
+        with (tempfile.TemporaryDirectory(prefix="warden-bench-",
+                                          ignore_cleanup_errors=True) as tmp,
+              database_server(url, Path(tmp)) as base_url):
+            return work(base_url, Path(tmp))
+    except BenchError as exc:
+        sys.exit(f"bench: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("bench: interrupted; servers stopped")
+
+
+def database_kind(url: str) -> str:
+    """How a bench's context names the server --database-url gave."""
+    return "embedded" if url == "embedded" else "external"
+
+
 def add_database_url(parser: argparse.ArgumentParser) -> None:
     """--database-url, as database_server() reads it."""
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
@@ -701,21 +723,14 @@ def main() -> None:
     unwind_on_signals()
     context = {
         **machine(),
-        "database": "embedded" if args.database_url == "embedded" else "external",
+        "database": database_kind(args.database_url),
         "concurrency": args.concurrency, "warmup_s": args.warmup, "seconds_s": args.seconds,
         "sidecars": args.sidecars,
     }
     problems: list[str] = []
-    try:
-        with (tempfile.TemporaryDirectory(prefix="warden-bench-",
-                                          ignore_cleanup_errors=True) as tmp,
-              database_server(args.database_url, Path(tmp)) as base_url):
-            part1 = one_sidecar(args, base_url, Path(tmp) / "part1", problems)
-            part2 = shared_limit(args, base_url, Path(tmp) / "part2", problems)
-    except BenchError as exc:
-        sys.exit(f"bench: {exc}")
-    except KeyboardInterrupt:
-        sys.exit("bench: interrupted; servers stopped")
+    part1, part2 = on_database_server(args.database_url, lambda base_url, tmp: (
+        one_sidecar(args, base_url, tmp / "part1", problems),
+        shared_limit(args, base_url, tmp / "part2", problems)))
     report(context, part1, part2)
     if problems:
         print("\nFAILED:\n" + "\n".join(f"- {p}" for p in problems))

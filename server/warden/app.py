@@ -321,9 +321,8 @@ async def serve(settings: Settings, on_ready: Callable[[App], object] | None = N
     # Here and not in App (tests run many Apps in one process). What exists once the sidecar
     # has started (modules, descriptors, settings) is never garbage: the collector stops
     # scanning it. And a young collection runs every 50,000 allocations instead of 700, so the
-    # older generations (reservations held for their TTL, journal records awaiting the flush)
-    # are rescanned far less often: StreamAudit acknowledged and stored more, with a lower p99
-    # (bench/audit.md).
+    # older generations (reservations held for their TTL, for one) are rescanned far less
+    # often: StreamAudit acknowledged and stored more, with a lower p99 (bench/audit.md).
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     stopping = asyncio.Event()
