@@ -36,6 +36,12 @@ async def decision_events(db) -> dict[str, dict]:
                                     r["body"] and json.loads(r["body"])) for r in rows}
 
 
+async def journaled_decisions(warden) -> list[dict]:
+    """The decision records of the journal's segments so far (sealed here), as written."""
+    return [json.loads(b) for s in await warden.ledger._journal.seal()
+            for (kind, _), b in zip(s.records, s.bodies, strict=True) if kind == "decision"]
+
+
 async def test_every_decision_is_explained_by_default(client, db, warden):
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 1, policy_id="chat-rpm")
@@ -65,14 +71,11 @@ async def test_an_explanation_stores_its_fixed_fields_once(client, db, warden):
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 100, policy_id="chat-rpm")
     for i in range(5):
         await client.warden.Authorize(authorize_request(key, f"r{i}"))
-    records = [json.loads(b) for s in await warden.ledger._journal.seal()
-               for (kind, _), b in zip(s.records, s.bodies, strict=True) if kind == "decision"]
+    records = await journaled_decisions(warden)
     assert ["snapshot" in r for r in records] == [True, False, False, False, False]
     assert records[0]["snapshot"]["limits"] == [["chat-rpm", "app:chat", "REQUESTS", 100]]
     await client.warden.Authorize(authorize_request(key, "r5"))  # a new segment: again
-    [again] = [json.loads(b) for s in await warden.ledger._journal.seal()
-               for (kind, _), b in zip(s.records, s.bodies, strict=True)
-               if json.loads(b)["request_id"] == "r5"]
+    [again] = [r for r in await journaled_decisions(warden) if r["request_id"] == "r5"]
     assert again["snapshot"] == records[0]["snapshot"]
     await warden.ledger.flush()
     stored = await db.fetch("SELECT org_id, id FROM explanation_snapshots")
@@ -100,8 +103,7 @@ async def test_an_explanation_is_named_and_timed_by_its_decision(client, db, war
     a whole event, and is stored as that event says."""
     key = await tenant(client)
     await client.warden.Authorize(authorize_request(key, "r1"))
-    [record] = [json.loads(b) for s in await warden.ledger._journal.seal()
-                for (kind, _), b in zip(s.records, s.bodies, strict=True) if kind == "decision"]
+    [record] = await journaled_decisions(warden)
     explained = record["explanation"]
     old = {k: v for k, v in record.items() if k not in ("explanation", "snapshot")}
     old.update(request_id="r0", reservation_id=uuid.uuid4().hex, event={
