@@ -154,9 +154,11 @@ class App:
                              s.journal_flush_seconds, s.cache_max_entries,
                              s.journal_max_bytes)
         await self.ledger.start()
+        # The first round before serving: this month's partition exists before any event.
+        first_delay = await self._maintain_audit_once()
         self._background = [asyncio.create_task(self.quotas.run()),
                             asyncio.create_task(self._prune()),
-                            asyncio.create_task(self._maintain_audit())]
+                            asyncio.create_task(self._maintain_audit(first_delay))]
         components = Components(
             directory=postgres.PostgresDirectoryStore(self._pool),
             policies=postgres.PostgresPolicyStore(self._pool),
@@ -193,19 +195,22 @@ class App:
                 log.warning("pruning counter buckets failed", extra={"error": repr(exc)})
             await asyncio.sleep(3600)
 
-    async def _maintain_audit(self) -> None:
-        """Hourly (a minute after a failure): audit partitions made ahead, old ones dropped."""
+    async def _maintain_audit_once(self) -> float:
+        """Audit partitions made ahead, old ones dropped; the seconds until the next round (an
+        hour, a minute after a failure)."""
         assert self._pool is not None
         days = self.settings.audit_retention_days
+        try:
+            await maintain_audit_partitions(self._pool, timedelta(days=days) if days else None)
+            return 3600
+        except Exception as exc:  # noqa: BLE001 - the default partition catches meanwhile
+            log.warning("audit partition maintenance failed", extra={"error": repr(exc)})
+            return 60
+
+    async def _maintain_audit(self, delay: float) -> None:
         while True:
-            try:
-                await maintain_audit_partitions(self._pool,
-                                                timedelta(days=days) if days else None)
-                delay = 3600
-            except Exception as exc:  # noqa: BLE001 - the default partition catches meanwhile
-                log.warning("audit partition maintenance failed", extra={"error": repr(exc)})
-                delay = 60
             await asyncio.sleep(delay)
+            delay = await self._maintain_audit_once()
 
     def database_now(self) -> datetime:
         return datetime.now(UTC) + self._clock_offset

@@ -1,6 +1,6 @@
 """audit_events is partitioned by UTC month of event_time (migrations/0004_audit_partitions.sql,
-docs/audit.md). Every sidecar runs `maintain_audit_partitions` now and then; one at a time does
-the work (an advisory lock), the others skip the round.
+docs/audit.md). Every sidecar runs `maintain_audit_partitions` before it serves and hourly; one
+at a time does the work (an advisory lock), the others skip the round.
 
 - Partitions are made MONTHS_AHEAD months ahead, and for the month before (events are accepted
   up to 30 days old), so that normal traffic never reaches the default partition. Rows that do
