@@ -18,7 +18,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,6 +91,13 @@ async def _check_pepper(conn: asyncpg.Connection, pepper: bytes) -> None:
             "of one database the same WARDEN_KEY_PEPPER")
 
 
+async def _repeat(round_: Callable[[], Awaitable[float]], delay: float) -> None:
+    """`round_` again and again, each after the seconds the one before returned."""
+    while True:
+        await asyncio.sleep(delay)
+        delay = await round_()
+
+
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -154,11 +161,11 @@ class App:
                              s.journal_flush_seconds, s.cache_max_entries,
                              s.journal_max_bytes)
         await self.ledger.start()
-        # The first round before serving: this month's partition exists before any event.
-        first_delay = await self._maintain_audit_once()
-        self._background = [asyncio.create_task(self.quotas.run()),
-                            asyncio.create_task(self._prune()),
-                            asyncio.create_task(self._maintain_audit(first_delay))]
+        # Housekeeping's first rounds run before serving, the rest hourly: this month's audit
+        # partition exists before the first event, and no first round races a caller's writes.
+        self._background = [asyncio.create_task(self.quotas.run())] + [
+            asyncio.create_task(_repeat(round_, await round_()))
+            for round_ in (self._prune_once, self._maintain_audit_once)]
         components = Components(
             directory=postgres.PostgresDirectoryStore(self._pool),
             policies=postgres.PostgresPolicyStore(self._pool),
@@ -184,16 +191,16 @@ class App:
         log.info("warden serving", extra={"target": self.target, "metrics_port": self.metrics_port,
                                           "embedded_database": s.embedded_database})
 
-    async def _prune(self) -> None:
-        """Hourly: drop counter buckets no window or period counts any more."""
+    async def _prune_once(self) -> float:
+        """Drop counter buckets no window or period counts any more; the seconds until the next
+        round (an hour)."""
         assert self._pool is not None
-        while True:
-            try:
-                await prune_quota_buckets(
-                    self._pool, timedelta(days=self.settings.quota_retention_days))
-            except Exception as exc:  # noqa: BLE001 - next hour
-                log.warning("pruning counter buckets failed", extra={"error": repr(exc)})
-            await asyncio.sleep(3600)
+        try:
+            await prune_quota_buckets(self._pool,
+                                      timedelta(days=self.settings.quota_retention_days))
+        except Exception as exc:  # noqa: BLE001 - next hour
+            log.warning("pruning counter buckets failed", extra={"error": repr(exc)})
+        return 3600
 
     async def _maintain_audit_once(self) -> float:
         """Audit partitions made ahead, old ones dropped; the seconds until the next round (an
@@ -206,11 +213,6 @@ class App:
         except Exception as exc:  # noqa: BLE001 - the default partition catches meanwhile
             log.warning("audit partition maintenance failed", extra={"error": repr(exc)})
             return 60
-
-    async def _maintain_audit(self, delay: float) -> None:
-        while True:
-            await asyncio.sleep(delay)
-            delay = await self._maintain_audit_once()
 
     def database_now(self) -> datetime:
         return datetime.now(UTC) + self._clock_offset
