@@ -1,7 +1,10 @@
-"""Small helpers for integration tests: set up a tenant through the Admin API, read rich errors."""
+"""Small helpers for integration tests: set up a tenant through the Admin API, read rich errors,
+wait for a condition."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -77,3 +80,12 @@ async def rate_limit(client, kind: int, scope_id: str, limit: int, policy_id: st
 def authorize_request(key: str, request_id: str, model: str = "gpt-4o-mini",
                       **fields) -> warden_pb2.AuthorizeRequest:
     return warden_pb2.AuthorizeRequest(request_id=request_id, api_key=key, model=model, **fields)
+
+
+async def until(predicate, within: float = 1.0, step: float = 0.01) -> float:
+    """Seconds until `predicate()` (a coroutine function) is true; fails after `within` seconds."""
+    start = time.monotonic()
+    while not await predicate():
+        assert time.monotonic() - start < within, "not within the time limit"
+        await asyncio.sleep(step)
+    return time.monotonic() - start

@@ -9,21 +9,12 @@ import asyncpg
 import grpc
 from prometheus_client import REGISTRY
 
-from tests.helpers import authorize_request, expect_error, rate_limit, tenant
+from tests.helpers import authorize_request, expect_error, rate_limit, tenant, until
 from warden.v1 import types_pb2, warden_pb2
 
 
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def _until(predicate, within: float = 1.0, step: float = 0.01) -> float:
-    """Seconds until `predicate()` (a coroutine function) is true; fails after `within` seconds."""
-    start = time.monotonic()
-    while not await predicate():
-        assert time.monotonic() - start < within, "not within the time limit"
-        await asyncio.sleep(step)
-    return time.monotonic() - start
 
 
 async def test_warm_authorize_reads_keys_and_policies_from_the_cache(client):
@@ -60,7 +51,7 @@ async def test_a_change_by_any_writer_reaches_the_cache_exactly(client, db):
             return exc.code() == grpc.StatusCode.UNAUTHENTICATED
         return False
 
-    await _until(refused)
+    await until(refused)
     assert _sample("warden_cache_invalidations_total", cache="api_keys", how="exact") == exact + 1
     # The policy entries were not touched by a key change.
     assert _sample("warden_cache_entries", cache="policies") == policies
@@ -81,7 +72,7 @@ async def test_the_feed_reconnects_and_starts_clean_after_losing_its_connection(
         return (_sample("warden_change_feed_losses_total") > losses
                 and _sample("warden_component_up", component="change_feed") == 1)
 
-    await _until(reconnected, within=5.0)
+    await until(reconnected, within=5.0)
     # Changes after the reconnect arrive again.
     await db.execute(
         "INSERT INTO provider_switches (provider, model, enabled, reason)"
@@ -91,7 +82,7 @@ async def test_the_feed_reconnects_and_starts_clean_after_losing_its_connection(
         reply = await client.warden.Authorize(authorize_request(key, f"r{time.monotonic_ns()}"))
         return reply.reason == types_pb2.REASON_PROVIDER_DISABLED
 
-    await _until(switched_off)
+    await until(switched_off)
 
 
 async def test_the_cache_holds_no_stale_key_after_a_write_on_this_sidecar(client):
@@ -130,7 +121,7 @@ async def test_while_the_feed_is_down_nothing_stale_is_served(client, db, server
         async def lost() -> bool:
             return _sample("warden_change_feed_losses_total") > losses
 
-        await _until(lost, within=5.0)
+        await until(lost, within=5.0)
         # Asked again while the feed is away: this answer must not be kept.
         allowed = await client.warden.Authorize(authorize_request(key, "r1"))
         assert allowed.decision == warden_pb2.DECISION_ALLOW
@@ -144,4 +135,4 @@ async def test_while_the_feed_is_down_nothing_stale_is_served(client, db, server
     async def listening() -> bool:
         return _sample("warden_component_up", component="change_feed") == 1
 
-    await _until(listening, within=5.0)
+    await until(listening, within=5.0)

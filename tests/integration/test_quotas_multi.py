@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from tests.conftest import Client
-from tests.helpers import authorize_request, new_key, tenant
+from tests.helpers import authorize_request, new_key, tenant, until
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 ALLOW, DENY = warden_pb2.DECISION_ALLOW, warden_pb2.DECISION_DENY
@@ -493,12 +493,8 @@ async def test_a_retried_settlement_never_refunds_twice(db_url, db, fleet, retry
     big = await a.warden.Authorize(authorize_request(
         key, "a-big", input_tokens=100, max_output_tokens=8650))
     assert big.decision == ALLOW and big.route.max_output_tokens == 8650
-    for _ in range(200):  # A's decision reaches Postgres (A flushes every 0.25 s)
-        if await db.fetchval("SELECT count(*) FROM requests WHERE request_id = 'a-big'"):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("A's decision never reached Postgres")
+    await until(lambda: db.fetchval(  # A's decision reaches Postgres (A flushes every 0.25 s)
+        "SELECT count(*) FROM requests WHERE request_id = 'a-big'"), within=10.0)
     same = _usage(key, "a-big", 100, 1, cost_micros=0)  # 8,649 unused
     if retry_on == "other_sidecar":
         first = await a.warden.RecordUsage(same)

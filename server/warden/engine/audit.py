@@ -68,8 +68,10 @@ class Snapshot:
 def _snapshot(results: tuple[tuple, ...], limits: tuple[tuple, ...]) -> Snapshot:
     """From (policy id, scope kind, scope id, then the other fixed fields) per result and
     limit: the scope is one "kind:id" field in the body."""
-    body = {"results": [[i, f"{kind}:{scope}", *rest] for i, kind, scope, *rest in results],
-            "limits": [[i, f"{kind}:{scope}", *rest] for i, kind, scope, *rest in limits]}
+    def fixed(rows: tuple[tuple, ...]) -> list[list]:
+        return [[i, f"{kind}:{scope}", *rest] for i, kind, scope, *rest in rows]
+
+    body = {"results": fixed(results), "limits": fixed(limits)}
     text = json.dumps(body, separators=(",", ":"), sort_keys=True)
     return Snapshot(hashlib.sha256(text.encode()).hexdigest()[:32], body)
 
