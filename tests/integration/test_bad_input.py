@@ -122,6 +122,61 @@ async def test_malformed_bytes_are_refused_without_harm(client):
     assert (await tenant(client))  # the server still works
 
 
+async def test_nul_in_any_string_is_refused_and_never_reaches_the_journal(client, db, warden):
+    """Postgres text and jsonb cannot hold NUL: a NUL accepted into the journal would fail
+    every flush of its record, and so hold back every record after it."""
+    key = await tenant(client)
+    nul = "a\x00b"
+    refused = []
+    for change, field in [({"model": nul}, "model"), ({"user_id": nul}, "user_id"),
+                          ({"labels": {"team": nul}}, "labels['team']"),
+                          ({"labels": {nul: "x"}}, f"labels[{nul!r}]"),
+                          ({"messages": [warden_pb2.ChatMessage(role="user", content=nul)]},
+                           "messages[0].content"),
+                          ({"rag_sources": ["ok", nul]}, "rag_sources[1]")]:
+        refused.append((client.warden.Authorize(authorize_request(key, "n", **change)), field))
+    usage = warden_pb2.RecordUsageRequest(api_key=key, request_id="n", model=nul,
+                                          outcome=warden_pb2.OUTCOME_COMPLETED)
+    refused.append((client.warden.RecordUsage(usage), "model"))
+    nested = warden_pb2.AuditEvent(action="x")
+    nested.attributes.update({"deep": {"list": [1.5, nul]}})
+    bad_key = warden_pb2.AuditEvent(action="x")
+    bad_key.attributes.update({"ok": 2.5, "inner": {nul: 1}})
+    for event, field in [(warden_pb2.AuditEvent(action=nul), "events[1].action"),
+                         (warden_pb2.AuditEvent(action="x", event_id=nul), "events[1].event_id"),
+                         (warden_pb2.AuditEvent(action="x", provider=nul), "events[1].provider"),
+                         (nested, "events[1].attributes"), (bad_key, "events[1].attributes")]:
+        events = [warden_pb2.AuditEvent(action="fine"), event]
+        refused.append((client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=events)),
+                        field))
+    refused.append((client.admin.CreateOrg(admin_pb2.CreateOrgRequest(
+        org=admin_pb2.Org(id="other", display_name=nul)), metadata=client.auth),
+        "org.display_name"))
+    for call, field in refused:
+        error = await expect_error(call)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert error.violations == {field: "must not contain the NUL character (U+0000)"}
+
+    stream = client.channel.stream_unary("/warden.v1.Warden/StreamAudit")
+
+    async def messages():
+        for action in ("fine", nul):
+            yield warden_pb2.StreamAuditRequest(
+                api_key=key, events=[warden_pb2.AuditEvent(action=action)]).SerializeToString()
+
+    error = await expect_error(stream(messages()))
+    assert list(error.violations) == ["messages[1].events[0].action"]
+    # Nothing refused was journaled: the stream's first message was, and it flushes with the
+    # calls after it.
+    await client.warden.Authorize(authorize_request(key, "after"))
+    await warden.ledger.flush()
+    assert await db.fetchval("SELECT count(*) FROM requests") == 1
+    stored = await db.fetch("SELECT action FROM audit_events"
+                            " WHERE action <> 'authorize.decision'")
+    assert [r["action"] for r in stored] == ["fine"]
+    assert await db.fetchval("SELECT count(*) FROM orgs WHERE id = 'other'") == 0
+
+
 async def test_oversized_message_is_refused(client, warden):
     key = await tenant(client)
     huge = warden_pb2.ChatMessage(role="user",

@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
+from warden.api.decoding import NUL
 from warden.engine import AuthorizeInput, Decision, Identity, PolicyResult, QuotaOutcome
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
@@ -51,20 +52,27 @@ def datetime_of(value: timestamp_pb2.Timestamp) -> datetime:
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain JSON values, as json_format.MessageToDict gives them at a third of
-    its cost (StreamAudit converts every event's attributes). ValueError for a NaN or an
-    infinity, which JSON cannot hold."""
+    its cost (StreamAudit converts every event's attributes). ValueError, saying what it must
+    not hold, for a NaN or an infinity, which JSON cannot hold, and for a key or string
+    holding NUL, which Postgres's jsonb cannot."""
     fields = struct.fields  # indexed by key: its items() view costs a fifth more
-    return {key: _json_value(fields[key]) for key in fields}
+    result = {key: _json_value(fields[key]) for key in fields}
+    if "\x00" in "".join(result):
+        raise ValueError(NUL)
+    return result
 
 
 def _json_value(value: struct_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
-        return value.string_value
+        text = value.string_value
+        if "\x00" in text:
+            raise ValueError(NUL)
+        return text
     if kind == "number_value":
         number = value.number_value
         if not math.isfinite(number):
-            raise ValueError(f"{number} is not a JSON number")
+            raise ValueError("must hold JSON values: NaN and infinities are not allowed")
         return number
     if kind == "bool_value":
         return value.bool_value

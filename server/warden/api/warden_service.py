@@ -10,7 +10,7 @@ import grpc
 
 from warden import engine, metrics
 from warden.api import convert
-from warden.api.decoding import Malformed
+from warden.api.decoding import NUL, Malformed
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
 from warden.components import Components
@@ -45,22 +45,28 @@ def _subject(message) -> warden_pb2.Subject | None:
     return message.subject if message.HasField("subject") else None
 
 
-_EVENT_TEXT = ("action", "request_id", "user_id", "model", "provider")
+# The strings of an AuditEvent besides attributes; the request's deserializer leaves them to
+# _append (warden.api.decoding).
+_EVENT_TEXT = ("event_id", "action", "request_id", "user_id", "model", "provider")
 # Bound once: labels() looks the child up on every call, and Authorize counts one of these.
 _LOGGED, _SAMPLED_OUT, _JOURNAL_FULL = (metrics.DECISION_LOG.labels(outcome) for outcome in
                                         ("logged", "sampled_out", "journal_full"))
 
 
+def _suspect(text: str) -> bool:
+    return len(text) > MAX_TEXT or "\x00" in text
+
+
 def _event_violations(v: Violations, event: warden_pb2.AuditEvent, at: str,
-                      bad_attributes: bool, in_range: bool) -> None:
+                      attributes_error: str | None, in_range: bool) -> None:
     v.check(len(event.event_id) <= 128, f"{at}.event_id", "must be at most 128 characters")
-    if v.required(event.action, f"{at}.action"):
-        v.text(event.action, f"{at}.action")
+    v.required(event.action, f"{at}.action")
     for name in _EVENT_TEXT[1:]:
         v.text(getattr(event, name), f"{at}.{name}")
+    for name in _EVENT_TEXT:
+        v.check("\x00" not in getattr(event, name), f"{at}.{name}", NUL)
     v.check(in_range, f"{at}.time", "must be within the last 30 days and at most 5 minutes ahead")
-    v.check(not bad_attributes, f"{at}.attributes",
-            "must hold JSON values: NaN and infinities are not allowed")
+    v.check(attributes_error is None, f"{at}.attributes", attributes_error or "")
 
 
 class WardenService(warden_pb2_grpc.WardenServicer):
@@ -275,15 +281,14 @@ class WardenService(warden_pb2_grpc.WardenServicer):
                 when = None
             in_range = when is not None and earliest <= when <= latest
             try:
-                attributes = convert.struct_to_dict(event.attributes)
-            except ValueError:
-                attributes = None
+                attributes, attributes_error = convert.struct_to_dict(event.attributes), None
+            except ValueError as exc:
+                attributes, attributes_error = None, str(exc)
             # Naming a problem costs more than finding one: only a suspect event is checked
             # field by field (StreamAudit validates every event of every message).
             if (len(event.event_id) > 128 or not event.action or attributes is None
-                    or not in_range
-                    or any(len(getattr(event, name)) > MAX_TEXT for name in _EVENT_TEXT)):
-                _event_violations(v, event, f"{field}[{i}]", attributes is None, in_range)
+                    or not in_range or any(_suspect(getattr(event, name)) for name in _EVENT_TEXT)):
+                _event_violations(v, event, f"{field}[{i}]", attributes_error, in_range)
             row = {
                 "event_id": event.event_id or uuid.uuid4().hex,
                 "event_time": (when or now).isoformat(),
