@@ -30,7 +30,9 @@ replaces such an expiry when its record is applied.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -56,6 +58,14 @@ log = logging.getLogger("warden.ledger")
 # about 0.2 s of Postgres work, well inside WARDEN_DB_TIMEOUT_SECONDS. 5,000 rather than 1,000
 # stored StreamAudit events 10% faster (bench/audit.md).
 BATCH = 5000
+# What the database answers for a value it cannot take (class 22, data exception, such as a
+# string holding NUL or a time out of its range) or for a row a constraint refuses regardless
+# of what else is stored: the same record would fail every retry. Unique violations are not
+# here: two sidecars' races can raise them once, and a retry succeeds.
+_REFUSED = (asyncpg.DataError, asyncpg.CheckViolationError, asyncpg.NotNullViolationError)
+# Records the database refused, one JSON line each ({"time", "error", "record"}), in the
+# journal directory: kept for a person to look at, never applied again by Warden.
+REJECTED = "rejected.jsonl"
 # One round trip, one transaction: the decision log and usage (warden_flush) and the audit
 # events of the batch, each parameter the journal's own JSON of its records (not encoded
 # again). audit_events is partitioned by event_time, so its key is (org, event id,
@@ -388,11 +398,40 @@ class Ledger:
                     batch.append((kind, body))
                     rows += n
                     if rows >= BATCH:
-                        await self._apply(batch)
+                        await self._apply_isolating(batch)
                         batch, rows = [], 0
                 if batch:
-                    await self._apply(batch)
+                    await self._apply_isolating(batch)
                 self._journal.done(segment)
+
+    async def _apply_isolating(self, records: list[tuple[str, bytes]]) -> None:
+        """_apply; but a batch the database refuses for a value in it (one validation should
+        have kept out) is halved until the record at fault is found, and the rest applied, in
+        order: one bad record never holds back the records after it. That record is set aside
+        in the journal directory's rejected.jsonl, counted and logged."""
+        try:
+            await self._apply(records)
+        except _REFUSED as exc:
+            if len(records) == 1:
+                self._reject(records[0], exc)
+                return
+            half = len(records) // 2
+            await self._apply_isolating(records[:half])
+            await self._apply_isolating(records[half:])
+
+    def _reject(self, record: tuple[str, bytes], exc: Exception) -> None:
+        kind, body = record
+        path = self._journal.directory / REJECTED
+        line = (b'{"time":' + json.dumps(self._clock().isoformat()).encode() + b',"error":'
+                + json.dumps(f"{type(exc).__name__}: {exc}").encode() + b',"record":' + body
+                + b"}\n")
+        with path.open("ab") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+        metrics.JOURNAL_DROPPED.labels("rejected").inc()
+        log.error("the database refused a journal record; it is set aside and the rest applied",
+                  extra={"kind": kind, "error": repr(exc), "file": str(path)})
 
     async def _apply(self, records: list[tuple[str, bytes]]) -> None:
         """Apply (kind, JSON body) records, each sent to Postgres as the journal holds it."""

@@ -99,7 +99,9 @@ JOURNAL_DROPPED = Counter(
     "warden_journal_dropped_total",
     "Journal records given up for good: decisions whose request id another sidecar had already "
     "logged (conflict), usage naming no logged request (orphan) and audit events of an org the "
-    "database does not have (audit_orphan), refused by the database; and, when the journal is "
+    "database does not have (audit_orphan), refused by the database; records holding a value "
+    "the database cannot store, set aside in the journal's rejected.jsonl (rejected); and, "
+    "when the journal is "
     "read at start, damaged stretches inside a segment that were skipped, the records after "
     "them kept (corrupt, one per stretch), and segments ending in a torn record (torn_tail).",
     ["kind"],

@@ -5,16 +5,20 @@ pushes back instead of dropping."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
+from datetime import UTC, datetime
 
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import Client, settings_for
-from tests.helpers import expect_error, tenant
+from tests.helpers import authorize_request, expect_error, tenant
 from warden.app import App
+from warden.ledger import REJECTED
 from warden.v1 import warden_pb2
 
 EVENTS = 20_000
@@ -163,3 +167,44 @@ async def test_a_full_journal_pushes_back_and_then_stores_everything(db_url, db,
         assert set(await _stored(db)) == acknowledged
     finally:
         await app.stop()
+
+
+async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_stored(client, db,
+                                                                              warden):
+    """A journal record holding a value Postgres cannot store (here NUL, which the API
+    refuses, so it is put in the journal directly, as an older sidecar might have left it)
+    does not hold back the records around it: the flush finds it by halving the batch, stores
+    the rest in order and sets it aside in rejected.jsonl."""
+    key = await tenant(client)
+    dropped = REGISTRY.get_sample_value("warden_journal_dropped_total",
+                                        {"kind": "rejected"}) or 0.0
+
+    async def audit(*ids: str) -> None:
+        await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[
+            warden_pb2.AuditEvent(event_id=i, action="llm.call") for i in ids]))
+
+    await audit("before")
+    for i in range(20):
+        await client.warden.Authorize(authorize_request(key, f"r{i}"))
+        if i == 7:
+            bad = {"event_id": "bad", "event_time": datetime.now(UTC).isoformat(),
+                   "action": "x\x00y", "request_id": "", "user_id": "", "model": "",
+                   "provider": "", "attributes": {}}
+            warden.ledger._journal.append({"kind": "audit", "org_id": "acme", "app_id": "chat",
+                                           "events": [bad]})
+            await audit("middle")
+    await audit("after")
+    await warden.ledger.flush()
+
+    assert warden.ledger._journal.pending() == 0
+    stored = {r["event_id"] for r in await db.fetch(
+        "SELECT event_id FROM audit_events WHERE action = 'llm.call'")}
+    assert stored == {"before", "middle", "after"}
+    assert await db.fetchval("SELECT count(*) FROM requests") == 20
+    lines = (warden.ledger._journal.directory / REJECTED).read_text().splitlines()
+    assert len(lines) == 1
+    rejected = json.loads(lines[0])
+    assert rejected["record"]["events"][0]["action"] == "x\x00y"
+    assert "UntranslatableCharacterError" in rejected["error"]
+    assert REGISTRY.get_sample_value("warden_journal_dropped_total",
+                                     {"kind": "rejected"}) == dropped + 1
