@@ -21,6 +21,11 @@ connection. Variants:
   that migrations 0001-0004 had (0005 dropped it).
 - `COPY + INSERT ... SELECT`: COPY of one row per event into a temporary table, then the same
   org check and ON CONFLICT; the rows are built in Python from the journal's dicts.
+- `COPY text rows + INSERT ... SELECT`: the same, the rows sent as COPY's text format into a
+  temporary table with typed columns (attributes jsonb), as a journal holding each event's
+  COPY line (built when the event is acknowledged) would send them. Its "encode" column is the
+  Python time to build those lines from the dicts. The report also times building them
+  against the journal's JSON of the same record, which is what they would replace.
 
 Everything runs twice, alternating, so that a burst of load elsewhere shows as a disagreement.
 Exits 1 if a variant did not store exactly the events it sent. Figures: bench/audit.md.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import sys
 import time
@@ -46,6 +52,7 @@ from authorize import fresh_database, machine
 from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
 from quotas import add_database_url, cpu_seconds, database_kind, on_database_server
 
+from warden.journal import _encode
 from warden.ledger import _FLUSH
 from warden.store.migrate import migrate
 from warden.store.postgres import init_connection
@@ -65,6 +72,12 @@ COPY_INSERT = (f"INSERT INTO audit_events ({_COLS})"
                f" SELECT {_COLS.replace('attributes', 'attributes::jsonb')} FROM audit_in i"
                " WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = i.org_id)"
                " ON CONFLICT (org_id, event_id, event_time) DO NOTHING")
+TEXT_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS audit_text_in (org_id text, app_id text,"
+              " event_id text, event_time timestamptz, action text, request_id text,"
+              " user_id text, model text, provider text, attributes jsonb)"
+              " ON COMMIT DELETE ROWS")
+TEXT_INSERT = COPY_INSERT.replace("attributes::jsonb", "attributes").replace("audit_in",
+                                                                               "audit_text_in")
 ADD_FK = ("ALTER TABLE audit_events ADD CONSTRAINT audit_events_org_id_fkey"
           " FOREIGN KEY (org_id) REFERENCES orgs (id)")
 DROP_FK = "ALTER TABLE audit_events DROP CONSTRAINT audit_events_org_id_fkey"
@@ -115,6 +128,47 @@ async def apply_copy(conn: asyncpg.Connection, batch: list[bytes]) -> float:
     return encode
 
 
+def copy_lines(record: dict) -> str:
+    """A record's events as COPY text rows. The bench's strings hold no tab, newline or
+    backslash, which a real encoder would escape."""
+    prefix = f"{record['org_id']}\t{record['app_id']}\t"
+    return "".join(
+        prefix + "\t".join((e["event_id"], e["event_time"], e["action"], e["request_id"],
+                            e["user_id"], e["model"], e["provider"]))
+        + "\t" + json.dumps(e["attributes"], separators=(",", ":")) + "\n"
+        for e in record["events"])
+
+
+async def apply_copy_text(conn: asyncpg.Connection, batch: list[bytes]) -> float:
+    """COPY text rows into a typed temporary table, then the INSERT of apply_copy. Returns the
+    Python time to build the rows from the records' dicts (decoding them is not counted:
+    such a journal would hold the lines)."""
+    decoded = [json.loads(body) for body in batch]
+    started = time.process_time()
+    data = "".join(map(copy_lines, decoded)).encode()
+    encode = time.process_time() - started
+    async with conn.transaction():
+        await conn.execute(TEXT_TABLE)
+        await conn.copy_to_table("audit_text_in", source=io.BytesIO(data), columns=COLUMNS)
+        await conn.execute(TEXT_INSERT)
+        await conn.fetchrow("SELECT * FROM warden_flush('[]'::jsonb, '[]'::jsonb)")
+    return encode
+
+
+def encode_costs(rounds: int = 200) -> dict:
+    """Python µs per event: the journal's JSON of a record of PER_RECORD events (what Ledger.audit
+    does today) against its events' COPY lines."""
+    record = records("encode", PER_RECORD, False)[0]
+    figures = {}
+    for name, encode in (("journal JSON", lambda: _encode(record).encode()),
+                         ("COPY lines", lambda: copy_lines(record).encode())):
+        started = time.process_time()
+        for _ in range(rounds):
+            encode()
+        figures[name] = round((time.process_time() - started) / rounds / PER_RECORD * 1e6, 2)
+    return figures
+
+
 async def connect(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url, timeout=10)
     await init_connection(conn)
@@ -128,6 +182,7 @@ VARIANTS = (
     ("_FLUSH, caller's time, with the foreign key to orgs", apply_flush, False, (ADD_FK,),
      (DROP_FK,)),
     ("COPY + INSERT ... SELECT, caller's time", apply_copy, False, (), ()),
+    ("COPY text rows + INSERT ... SELECT, caller's time", apply_copy_text, False, (), ()),
 )
 
 
@@ -187,8 +242,10 @@ async def prepare(url: str) -> None:
         await conn.close()
 
 
-def report(context: dict, results: list[dict]) -> None:
+def report(context: dict, encoding: dict, results: list[dict]) -> None:
     print("  ".join(f"{k}={v}" for k, v in context.items()))
+    print(f"\n**Building a record of {PER_RECORD} events** (Python µs per event): "
+          + ", ".join(f"{name} {us}" for name, us in encoding.items()))
     print(f"\n**One flush call after another on one connection**, {context['events']:,} events "
           f"per variant, {PER_CALL:,} per call\n")
     print("| variant | partitions | calls | encode us/event (Python) | wall ms/call | "
@@ -212,6 +269,7 @@ def main() -> None:
                **machine(),
                "database": database_kind(args.database_url),
                "events": args.events}
+    encoding = encode_costs()
     problems: list[str] = []
     results: list[dict] = []
 
@@ -231,10 +289,11 @@ def main() -> None:
 
     on_database_server(args.database_url, all_variants)
     context["loadavg_end"] = loadavg()
-    report(context, results)
+    report(context, encoding, results)
     if args.json:
-        args.json.write_text(json.dumps({"context": context, "flush": results,
-                                         "problems": problems}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"context": context, "encoding": encoding,
+                                         "flush": results, "problems": problems},
+                                        indent=2) + "\n")
     if problems:
         print("\nFAILED:\n" + "\n".join(f"- {p}" for p in problems))
         sys.exit(1)
