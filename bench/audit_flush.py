@@ -62,22 +62,26 @@ PER_CALL = 5000  # ledger.BATCH
 COLUMNS = ("org_id", "app_id", "event_id", "event_time", "action", "request_id", "user_id",
            "model", "provider", "attributes")
 _COLS = ", ".join(COLUMNS)
-# Warden's jsonb codec is text only (asyncpg has no binary encoder for it), so attributes
-# travel as text and are cast on the way in.
-TEMP_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS audit_in (org_id text, app_id text,"
+
+
+def temp_table(name: str, attributes: str) -> tuple[str, str]:
+    """The temporary table COPY fills (`attributes` its type) and the INSERT from it into
+    audit_events, with the flush's org check and ON CONFLICT."""
+    create = (f"CREATE TEMP TABLE IF NOT EXISTS {name} (org_id text, app_id text,"
               " event_id text, event_time timestamptz, action text, request_id text,"
-              " user_id text, model text, provider text, attributes text)"
+              f" user_id text, model text, provider text, attributes {attributes})"
               " ON COMMIT DELETE ROWS")
-COPY_INSERT = (f"INSERT INTO audit_events ({_COLS})"
-               f" SELECT {_COLS.replace('attributes', 'attributes::jsonb')} FROM audit_in i"
-               " WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = i.org_id)"
-               " ON CONFLICT (org_id, event_id, event_time) DO NOTHING")
-TEXT_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS audit_text_in (org_id text, app_id text,"
-              " event_id text, event_time timestamptz, action text, request_id text,"
-              " user_id text, model text, provider text, attributes jsonb)"
-              " ON COMMIT DELETE ROWS")
-TEXT_INSERT = COPY_INSERT.replace("attributes::jsonb", "attributes").replace("audit_in",
-                                                                               "audit_text_in")
+    insert = (f"INSERT INTO audit_events ({_COLS})"
+              f" SELECT {_COLS.replace('attributes', 'attributes::jsonb')} FROM {name} i"
+              " WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = i.org_id)"
+              " ON CONFLICT (org_id, event_id, event_time) DO NOTHING")
+    return create, insert
+
+
+# Warden's jsonb codec is text only (asyncpg has no binary encoder for it), so binary COPY
+# sends attributes as text, cast on the way in; COPY's text format fills a jsonb column.
+TEMP_TABLE, COPY_INSERT = temp_table("audit_in", "text")
+TEXT_TABLE, TEXT_INSERT = temp_table("audit_text_in", "jsonb")
 ADD_FK = ("ALTER TABLE audit_events ADD CONSTRAINT audit_events_org_id_fkey"
           " FOREIGN KEY (org_id) REFERENCES orgs (id)")
 DROP_FK = "ALTER TABLE audit_events DROP CONSTRAINT audit_events_org_id_fkey"

@@ -101,9 +101,9 @@ JOURNAL_DROPPED = Counter(
     "logged (conflict), usage naming no logged request (orphan) and audit events of an org the "
     "database does not have (audit_orphan), refused by the database; records holding a value "
     "the database cannot store, set aside in the journal's rejected.jsonl (rejected); and, "
-    "when the journal is "
-    "read at start, damaged stretches inside a segment that were skipped, the records after "
-    "them kept (corrupt, one per stretch), and segments ending in a torn record (torn_tail).",
+    "when the journal is read at start, damaged stretches inside a segment that were skipped, "
+    "the records after them kept (corrupt, one per stretch), and segments ending in a torn "
+    "record (torn_tail).",
     ["kind"],
 )
 AUDIT_PARTITIONS = Counter(
