@@ -4,7 +4,9 @@ acknowledges the work, and a background flusher later applies sealed segments to
 Format: a directory (mode 0700) holding `LOCK` and segment files `<16-digit counter>.wal`, whose
 names sort in creation order. A segment is a run of records, each
 `4-byte big-endian body length | 4-byte big-endian zlib.crc32(body) | body`, the body being
-compact UTF-8 JSON of one dict.
+compact UTF-8 JSON of one dict (the record), optionally followed by a newline and a payload of
+raw bytes (the ledger's audit records carry their events there as COPY rows). Compact JSON
+holds no raw newline, so the first one ends the record.
 
 Guarantees:
 - A record `append` returned for survives SIGKILL of the process (it went through os.write).
@@ -47,11 +49,13 @@ _HEADER = struct.Struct(">II")
 # cyclic: skipping the cycle check encodes an explained decision in 14.5 µs instead of 16.8.
 _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _SUFFIX = ".wal"
-# Every body is json.dumps of a dict, so a record's body starts with this byte: resynchronising
-# after damage tries only the positions 8 bytes before one (in C, by bytes.find), which skips
-# zero-filled stretches at once. Inside a body the 4 bytes before a "{" are text, whose value as
-# a length (at least 0x20202020, over 500 MB) exceeds any segment, so such positions fail at once.
+# Every body starts with the JSON of a dict, so with this byte: resynchronising after damage
+# tries only the positions 8 bytes before one (in C, by bytes.find), which skips zero-filled
+# stretches at once. Inside a body the 4 bytes before a "{" are text (JSON, or COPY rows with
+# their tabs and newlines), whose value as a length (at least 0x09000000, over 150 MB) exceeds
+# any segment the flusher lets grow, so such positions fail at once.
 _BODY_START = b"{"
+_PAYLOAD = b"\n"
 
 
 class JournalError(RuntimeError):
@@ -62,7 +66,7 @@ class JournalError(RuntimeError):
 class Segment:
     path: Path
     records: list[Any]  # what the journal keeps of each record (`Journal(keep=...)`)
-    bodies: list[bytes]  # each record's JSON as written, for the flusher to send as is
+    bodies: list[bytes]  # each record's body as written (JSON, then any payload)
     size: int  # bytes
     since: float  # wall-clock time of its first record (its file's mtime when read back)
 
@@ -89,7 +93,7 @@ class Journal:
         self._size = 0  # bytes in the current segment, to undo a failed write
         self._since = 0.0  # when the current segment's first record was written
         self._current: list[Any] = []
-        self._bodies: list[bytes] = []  # the JSON of each record of _current
+        self._bodies: list[bytes] = []  # the body of each record of _current
         self._sealed: list[Segment] = []
         self._counter = 0
         self._seq = 0  # last sequence number handed out
@@ -125,8 +129,10 @@ class Journal:
             self._fsync_dir()
         return list(self._sealed)
 
-    def append(self, record: dict) -> int:
+    def append(self, record: dict, payload: bytes = b"") -> int:
         body = _encode(record).encode()
+        if payload:
+            body += _PAYLOAD + payload
         data = _HEADER.pack(len(body), zlib.crc32(body)) + body
         try:
             written = os.write(self._fd, data)
@@ -303,10 +309,16 @@ def _record_at(data: bytes, pos: int) -> tuple[dict, int] | None:
     if zlib.crc32(body) != crc:
         return None
     try:
-        record = json.loads(body)
+        record = json.loads(split(body)[0])
     except ValueError:  # includes UnicodeDecodeError
         return None
     return (record, start + length) if isinstance(record, dict) else None
+
+
+def split(body: bytes) -> tuple[bytes, bytes]:
+    """A body's record (JSON) and its payload (b"" when it has none)."""
+    record, _, payload = body.partition(_PAYLOAD)
+    return record, payload
 
 
 def _next_record(data: bytes, pos: int) -> int | None:

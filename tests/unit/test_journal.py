@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from warden.journal import Journal, JournalError
+from warden.journal import Journal, JournalError, split
 
 
 def rec(i: int) -> dict:
@@ -68,6 +68,32 @@ async def test_a_segment_holds_what_keep_makes_of_each_record(tmp_path: Path) ->
     await journal.close()
     again = Journal(tmp_path, keep=lambda record: record["i"])
     assert [s.records for s in again.open()] == [[0, 1], [2]]
+    await again.close()
+
+
+async def test_a_payload_travels_after_its_record_and_damage_in_it_is_skipped(
+        tmp_path: Path) -> None:
+    """A payload (raw bytes after the record's JSON and a newline, as the ledger's COPY rows:
+    braces, tabs and newlines among them) comes back whole with its body; the record alone
+    reaches `keep`. Damage inside one loses that record only."""
+    payload = b'acme\tchat\t{"a":"{x}"}\tt\n' * 50
+    journal = Journal(tmp_path)
+    journal.open()
+    for i in range(3):
+        journal.append(rec(i), payload if i != 2 else b"")
+    [segment] = await journal.seal()
+    assert segment.records == [rec(0), rec(1), rec(2)]
+    assert [split(b) for b in segment.bodies] == [
+        (_body(0), payload), (_body(1), payload), (_body(2), b"")]
+    await journal.close()
+
+    data = segment.path.read_bytes()
+    at = data.index(payload) + 700  # inside rec(0)'s payload
+    segment.path.write_bytes(data[:at] + b"X" + data[at + 1:])
+    again = Journal(tmp_path)
+    [read] = again.open()
+    assert read.records == [rec(1), rec(2)] and again.corrupt_stretches == 1
+    assert split(read.bodies[0]) == (_body(1), payload)
     await again.close()
 
 
