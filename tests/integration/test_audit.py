@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from tests.conftest import Client, settings_for
 from tests.helpers import authorize_request, expect_error, tenant
 from warden.app import App
-from warden.ledger import REJECTED
+from warden.ledger import REJECTED, copy_rows
 from warden.v1 import warden_pb2
 
 EVENTS = 20_000
@@ -172,9 +172,10 @@ async def test_a_full_journal_pushes_back_and_then_stores_everything(db_url, db,
 async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_stored(client, db,
                                                                               warden):
     """A journal record holding a value Postgres cannot store (here NUL, which the API
-    refuses, so it is put in the journal directly, as an older sidecar might have left it)
-    does not hold back the records around it: the flush finds it by halving the batch, stores
-    the rest in order and sets it aside in rejected.jsonl."""
+    refuses, so it is put in the journal directly, as an older sidecar might have left it:
+    once as events in the record's JSON, as Warden journaled them before it used COPY, once as
+    COPY rows) does not hold back the records around it: the flush finds it by halving the
+    batch, stores the rest in order and sets it aside in rejected.jsonl."""
     key = await tenant(client)
     dropped = REGISTRY.get_sample_value("warden_journal_dropped_total",
                                         {"kind": "rejected"}) or 0.0
@@ -193,6 +194,9 @@ async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_stored(cl
             warden.ledger._journal.append({"kind": "audit", "org_id": "acme", "app_id": "chat",
                                            "events": [bad]})
             await audit("middle")
+        if i == 13:
+            warden.ledger._journal.append({"kind": "audit", "rows": 1},
+                                          copy_rows("acme", "chat", [bad]))
     await audit("after")
     await warden.ledger.flush()
 
@@ -202,9 +206,12 @@ async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_stored(cl
     assert stored == {"before", "middle", "after"}
     assert await db.fetchval("SELECT count(*) FROM requests") == 20
     lines = (warden.ledger._journal.directory / REJECTED).read_text().splitlines()
-    assert len(lines) == 1
-    rejected = json.loads(lines[0])
-    assert rejected["record"]["events"][0]["action"] == "x\x00y"
-    assert "UntranslatableCharacterError" in rejected["error"]
+    assert len(lines) == 2
+    old, rows = map(json.loads, lines)
+    assert old["record"]["events"][0]["action"] == "x\x00y"
+    assert rows["record"] == {"kind": "audit", "rows": 1}
+    assert "\tx\x00y\t" in rows["payload"]
+    for rejected in (old, rows):
+        assert rejected["error"].startswith("CharacterNotInRepertoireError")
     assert REGISTRY.get_sample_value("warden_journal_dropped_total",
-                                     {"kind": "rejected"}) == dropped + 1
+                                     {"kind": "rejected"}) == dropped + 2

@@ -12,16 +12,19 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.struct_pb2 import Struct
 from prometheus_client import REGISTRY
 
 from tests.conftest import Client, settings_for
 from tests.helpers import tenant
 from warden.app import App
-from warden.ledger import _FLUSH
+from warden.ledger import copy_rows, store
 from warden.quota import Quotas
 from warden.store.audit_partitions import Maintenance, maintain_audit_partitions
 from warden.store.migrate import check_schema, known_migrations, migrate
 from warden.v1 import warden_pb2
+
+TEXT_FIELDS = ("action", "request_id", "user_id", "model", "provider")
 
 
 def partition(when: datetime) -> str:
@@ -137,14 +140,41 @@ async def test_the_same_batch_applied_at_the_same_moment_is_stored_once(client, 
     batch = [{"kind": "audit", "org_id": "acme", "app_id": "chat", "events": [
         {"event_id": f"r{i}", "event_time": when, "action": "llm.call", "request_id": "",
          "user_id": "", "model": "", "provider": "", "attributes": {}} for i in range(50)]}]
-    async with db.transaction():
-        await db.fetchrow(_FLUSH, "[]", "[]", json.dumps(batch))
+    async with warden._pool.acquire() as first, first.transaction():
+        await store(first, "[]", "[]", [copy_rows("acme", "chat", batch[0]["events"])])
         racing = asyncio.create_task(
             warden.ledger._apply([("audit", json.dumps(batch[0]).encode())]))
         await asyncio.sleep(0.5)
         assert not racing.done()
     await racing
     assert await db.fetchval("SELECT count(*) FROM audit_events") == 50
+
+
+async def test_every_character_an_event_may_hold_is_stored_as_sent(client, db, warden):
+    """COPY's text format gives tab, newline, carriage return and backslash meanings of their
+    own: in any field, attribute key or value they must arrive as sent, alone or together, as
+    must quotes, non-ASCII text and what looks like an escape."""
+    key = await tenant(client)
+    texts = ["a\tb", "a\nb", "a\rb", "a\\b",
+             'a\tb\nc\rd\\e"f\\N g\\tH é 中文 🙂 \x01 \\u0000']
+    sent = {}
+    for i, text in enumerate(texts):
+        # Once in the fields, once in the attributes: JSON's escapes are backslashes, so
+        # attributes alone would hide a field's unescaped tab.
+        for fields, attributes in (([text] * 5, {"plain": 1.0}),
+                                   (["llm.call", "", "", "", ""],
+                                    {text: [text, 1.5, True, None, {"n": text}]})):
+            event_id = f"{i}.{len(sent)}{text}"
+            sent[event_id] = (fields, attributes)
+            struct = Struct()
+            struct.update(attributes)
+            await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[
+                warden_pb2.AuditEvent(event_id=event_id, attributes=struct,
+                                      **dict(zip(TEXT_FIELDS, fields, strict=True)))]))
+    await warden.ledger.flush()
+    stored = {r["event_id"]: ([r[f] for f in TEXT_FIELDS], json.loads(r["attributes"]))
+              for r in await db.fetch("SELECT * FROM audit_events")}
+    assert stored == sent
 
 
 async def test_events_of_an_org_the_database_lacks_are_counted_not_stored(client, db, warden):

@@ -26,14 +26,28 @@ def database_unavailable(exc: BaseException) -> bool:
         and "not currently accepting connections" in str(exc))
 
 
+# The temporary table each flush COPYs its audit events into (ledger.store): one per session,
+# made when the connection is, emptied by every commit.
+AUDIT_IN = "warden_audit_in"
+AUDIT_COLUMNS = ("org_id", "app_id", "event_id", "event_time", "action", "request_id",
+                 "user_id", "model", "provider", "attributes", "time_assigned")
+CREATE_AUDIT_IN = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {AUDIT_IN} (n bigint GENERATED ALWAYS AS IDENTITY,"
+    " org_id text, app_id text, event_id text, event_time timestamptz, action text,"
+    " request_id text, user_id text, model text, provider text, attributes jsonb,"
+    " time_assigned boolean) ON COMMIT DELETE ROWS")
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.execute(CREATE_AUDIT_IN)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Connections go back to the pool without asyncpg's reset query (a second round trip per
-    call): Warden leaves no session state on them (no LISTEN, cursors, SET or session locks;
-    migrate() releases its lock itself). An open transaction is still rolled back."""
+    call): Warden leaves no session state on them but AUDIT_IN, which is kept on purpose (no
+    LISTEN, cursors, SET or session locks; migrate() releases its lock itself). An open
+    transaction is still rolled back."""
 
 
 async def create_pool(url: str, min_size: int, max_size: int, command_timeout: float,
