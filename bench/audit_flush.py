@@ -1,6 +1,6 @@
 """The audit part of Warden's journal flush in isolation, on a fresh migrated database: what
-Postgres spends per stored event in the statement Warden runs (ledger._FLUSH), and what the
-alternatives would.
+Postgres spends per stored event in the flush Warden runs (ledger.store: COPY of the events'
+text rows into a temporary table, then ledger._FLUSH), and what the alternatives would.
 
     python bench/audit_flush.py [--events 100000] [--database-url URL | embedded] [--json PATH]
 
@@ -9,23 +9,24 @@ Each variant stores --events events of the shape bench/audit.py sends, in journa
 another on one connection set up as Warden's pool sets up its own. Each call is one
 transaction, as a flush is. Each variant first makes one call on its connection that is not
 measured (a connection's first call of the statement costs up to a second more), then empties
-the table. Per variant: the Python time to build a call's parameters, the wall time per call,
-the CPU of the Postgres backend per event (from /proc), and events per second on one
-connection. Variants:
+the table. Per variant: the Python time to build a call's data from what the journal holds,
+the wall time per call, the CPU of the Postgres backend per event (from /proc), and events per
+second on one connection. Variants:
 
-- `_FLUSH, caller's time`: the bench's events, each with its time, so no id probe.
-- `_FLUSH, time assigned`: the same events marked as Warden marks an event sent with an id and
+- `Warden, caller's time`: the bench's events, each with its time, so no id probe. The
+  journal holds each record's COPY rows (built by ledger.copy_rows when the events are
+  acknowledged), so the flush builds nothing.
+- `Warden, time assigned`: the same events marked as Warden marks an event sent with an id and
   no time: each is looked for in every partition first. Run with the partitions a new database
   has, then with 12 (the default 180 days of retention, 3 months ahead, the default partition).
-- `_FLUSH, with the foreign key to orgs`: caller's time, with the per-row foreign key check
-  that migrations 0001-0004 had (0005 dropped it).
-- `COPY + INSERT ... SELECT`: COPY of one row per event into a temporary table, then the same
-  org check and ON CONFLICT; the rows are built in Python from the journal's dicts.
-- `COPY text rows + INSERT ... SELECT`: the same, the rows sent as COPY's text format into a
-  temporary table with typed columns (attributes jsonb), as a journal holding each event's
-  COPY line (built when the event is acknowledged) would send them. Its "encode" column is the
-  Python time to build those lines from the dicts. The report also times building them
-  against the journal's JSON of the same record, which is what they would replace.
+- `Warden, caller's time, with the foreign key to orgs`: the per-row foreign key check that
+  migrations 0001-0004 had (0005 dropped it).
+- `binary COPY of rows built at the flush`: the alternative of journaling the events as JSON
+  (as Warden did before it used COPY) and building binary COPY rows from the decoded records
+  at the flush, into a temporary table with attributes as text, cast on the way in.
+
+The report also times what acknowledging a record costs the sidecar per event: the COPY rows
+Warden journals, against the JSON of the events that Warden journaled before.
 
 Everything runs twice, alternating, so that a burst of load elsewhere shows as a disagreement.
 Exits 1 if a variant did not store exactly the events it sent. Figures: bench/audit.md.
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import sys
 import time
@@ -53,7 +53,7 @@ from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
 from quotas import add_database_url, cpu_seconds, database_kind, on_database_server
 
 from warden.journal import _encode
-from warden.ledger import _FLUSH
+from warden.ledger import copy_rows, store
 from warden.store.migrate import migrate
 from warden.store.postgres import init_connection
 
@@ -62,26 +62,15 @@ PER_CALL = 5000  # ledger.BATCH
 COLUMNS = ("org_id", "app_id", "event_id", "event_time", "action", "request_id", "user_id",
            "model", "provider", "attributes")
 _COLS = ", ".join(COLUMNS)
-
-
-def temp_table(name: str, attributes: str) -> tuple[str, str]:
-    """The temporary table COPY fills (`attributes` its type) and the INSERT from it into
-    audit_events, with the flush's org check and ON CONFLICT."""
-    create = (f"CREATE TEMP TABLE IF NOT EXISTS {name} (org_id text, app_id text,"
-              " event_id text, event_time timestamptz, action text, request_id text,"
-              f" user_id text, model text, provider text, attributes {attributes})"
-              " ON COMMIT DELETE ROWS")
-    insert = (f"INSERT INTO audit_events ({_COLS})"
-              f" SELECT {_COLS.replace('attributes', 'attributes::jsonb')} FROM {name} i"
-              " WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = i.org_id)"
-              " ON CONFLICT (org_id, event_id, event_time) DO NOTHING")
-    return create, insert
-
-
 # Warden's jsonb codec is text only (asyncpg has no binary encoder for it), so binary COPY
-# sends attributes as text, cast on the way in; COPY's text format fills a jsonb column.
-TEMP_TABLE, COPY_INSERT = temp_table("audit_in", "text")
-TEXT_TABLE, TEXT_INSERT = temp_table("audit_text_in", "jsonb")
+# sends attributes as text, cast on the way in.
+BINARY_TABLE = (f"CREATE TEMP TABLE IF NOT EXISTS audit_in ({' text, '.join(COLUMNS)} text)"
+                " ON COMMIT DELETE ROWS")
+_CAST = _COLS.replace("event_time", "event_time::timestamptz").replace("attributes",
+                                                                      "attributes::jsonb")
+BINARY_INSERT = (f"INSERT INTO audit_events ({_COLS}) SELECT {_CAST} FROM audit_in i"
+                 " WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = i.org_id)"
+                 " ON CONFLICT (org_id, event_id, event_time) DO NOTHING")
 ADD_FK = ("ALTER TABLE audit_events ADD CONSTRAINT audit_events_org_id_fkey"
           " FOREIGN KEY (org_id) REFERENCES orgs (id)")
 DROP_FK = "ALTER TABLE audit_events DROP CONSTRAINT audit_events_org_id_fkey"
@@ -89,11 +78,12 @@ DROP_FK = "ALTER TABLE audit_events DROP CONSTRAINT audit_events_org_id_fkey"
 PAST_MONTHS = ("SELECT warden_audit_partition(date_trunc('month', now() AT TIME ZONE 'UTC')"
                " - make_interval(months => m)) FROM generate_series(2, 7) m")
 
-Apply = Callable[[asyncpg.Connection, list[dict]], Awaitable[float]]
+Apply = Callable[[asyncpg.Connection, list[bytes]], Awaitable[float]]
 
 
 def records(prefix: str, count: int, time_assigned: bool) -> list[dict]:
-    """Journal records (kind audit) holding `count` events, as Ledger.audit writes them."""
+    """`count` events as Ledger.audit takes them, in records of PER_RECORD with their org and
+    app (the form Warden journaled them in before it used COPY)."""
     when = datetime.now(UTC).isoformat()
     events = [{"event_id": f"{prefix}-{i}", "event_time": when, "action": ACTION,
                "request_id": f"bench-{prefix}-req", "user_id": USER_ID, "model": MODEL,
@@ -104,68 +94,51 @@ def records(prefix: str, count: int, time_assigned: bool) -> list[dict]:
              "events": events[i:i + PER_RECORD]} for i in range(0, count, PER_RECORD)]
 
 
-async def apply_flush(conn: asyncpg.Connection, batch: list[bytes]) -> float:
-    """Ledger._apply for a batch of audit records, each the journal's JSON: one statement.
-    Returns the Python time spent building its parameters."""
-    started = time.process_time()
-    audit = (b"[" + b",".join(batch) + b"]").decode()
-    encode = time.process_time() - started
-    await conn.fetchrow(_FLUSH, "[]", "[]", audit)
-    return encode
+def copy_payload(record: dict) -> bytes:
+    """What Warden's journal holds of an audit record for the flush: its events' COPY rows."""
+    return copy_rows(record["org_id"], record["app_id"], record["events"])
 
 
-async def apply_copy(conn: asyncpg.Connection, batch: list[bytes]) -> float:
-    """COPY the events into a temporary table, then one INSERT ... SELECT with the same org
-    check and ON CONFLICT, and warden_flush for decisions and usage (none here), in one
-    transaction. The rows are built from the journal's records, as a flusher would."""
+def events_json(record: dict) -> bytes:
+    """The record with its events as JSON, as Warden journaled it before it used COPY."""
+    return _encode(record).encode()
+
+
+async def apply_warden(conn: asyncpg.Connection, batch: list[bytes]) -> float:
+    """ledger.store for a batch of records' COPY rows. Returns the Python time spent building
+    the call's data from what the journal holds: none."""
+    await store(conn, "[]", "[]", batch)
+    return 0.0
+
+
+async def apply_binary(conn: asyncpg.Connection, bodies: list[bytes]) -> float:
+    """Binary COPY of rows built from the records' JSON into a temporary table, then one
+    INSERT ... SELECT with the flush's org check and ON CONFLICT, and warden_flush for
+    decisions and usage (none here), in one transaction."""
     started = time.process_time()
-    rows = [(r["org_id"], r["app_id"], e["event_id"], datetime.fromisoformat(e["event_time"]),
-             e["action"], e["request_id"], e["user_id"], e["model"], e["provider"],
+    rows = [(r["org_id"], r["app_id"], e["event_id"], e["event_time"], e["action"],
+             e["request_id"], e["user_id"], e["model"], e["provider"],
              json.dumps(e["attributes"], separators=(",", ":")))
-            for r in map(json.loads, batch) for e in r["events"]]
+            for r in map(json.loads, bodies) for e in r["events"]]
     encode = time.process_time() - started
     async with conn.transaction():
-        await conn.execute(TEMP_TABLE)
+        await conn.execute(BINARY_TABLE)
         await conn.copy_records_to_table("audit_in", records=rows, columns=COLUMNS)
-        await conn.execute(COPY_INSERT)
-        await conn.fetchrow("SELECT * FROM warden_flush('[]'::jsonb, '[]'::jsonb)")
-    return encode
-
-
-def copy_lines(record: dict) -> str:
-    """A record's events as COPY text rows. The bench's strings hold no tab, newline or
-    backslash, which a real encoder would escape."""
-    prefix = f"{record['org_id']}\t{record['app_id']}\t"
-    return "".join(
-        prefix + "\t".join((e["event_id"], e["event_time"], e["action"], e["request_id"],
-                            e["user_id"], e["model"], e["provider"]))
-        + "\t" + json.dumps(e["attributes"], separators=(",", ":")) + "\n"
-        for e in record["events"])
-
-
-async def apply_copy_text(conn: asyncpg.Connection, batch: list[bytes]) -> float:
-    """COPY text rows into a typed temporary table, then the INSERT of apply_copy. Returns the
-    Python time to build the rows from the records' dicts (decoding them is not counted:
-    such a journal would hold the lines)."""
-    decoded = [json.loads(body) for body in batch]
-    started = time.process_time()
-    data = "".join(map(copy_lines, decoded)).encode()
-    encode = time.process_time() - started
-    async with conn.transaction():
-        await conn.execute(TEXT_TABLE)
-        await conn.copy_to_table("audit_text_in", source=io.BytesIO(data), columns=COLUMNS)
-        await conn.execute(TEXT_INSERT)
+        await conn.execute(BINARY_INSERT)
         await conn.fetchrow("SELECT * FROM warden_flush('[]'::jsonb, '[]'::jsonb)")
     return encode
 
 
 def encode_costs(rounds: int = 200) -> dict:
-    """Python µs per event: the journal's JSON of a record of PER_RECORD events (what Ledger.audit
-    does today) against its events' COPY lines."""
+    """Python µs per event to journal a record of PER_RECORD events: its COPY rows and the
+    record's JSON (what Ledger.audit does), against the JSON of the events in the record
+    (what Warden did before it used COPY)."""
     record = records("encode", PER_RECORD, False)[0]
     figures = {}
-    for name, encode in (("journal JSON", lambda: _encode(record).encode()),
-                         ("COPY lines", lambda: copy_lines(record).encode())):
+    for name, encode in (
+            ("COPY rows", lambda: _encode({"kind": "audit", "rows": PER_RECORD}).encode()
+             + copy_payload(record)),
+            ("events as JSON", lambda: events_json(record))):
         started = time.process_time()
         for _ in range(rounds):
             encode()
@@ -179,19 +152,21 @@ async def connect(url: str) -> asyncpg.Connection:
     return conn
 
 
-# name, apply, events marked time_assigned, DDL before, DDL after
+# name, what the journal holds of a record, apply, events marked time_assigned, DDL before,
+# DDL after
 VARIANTS = (
-    ("_FLUSH, caller's time", apply_flush, False, (), ()),
-    ("_FLUSH, time assigned", apply_flush, True, (), ()),
-    ("_FLUSH, caller's time, with the foreign key to orgs", apply_flush, False, (ADD_FK,),
-     (DROP_FK,)),
-    ("COPY + INSERT ... SELECT, caller's time", apply_copy, False, (), ()),
-    ("COPY text rows + INSERT ... SELECT, caller's time", apply_copy_text, False, (), ()),
+    ("Warden, caller's time", copy_payload, apply_warden, False, (), ()),
+    ("Warden, time assigned", copy_payload, apply_warden, True, (), ()),
+    ("Warden, caller's time, with the foreign key to orgs", copy_payload, apply_warden, False,
+     (ADD_FK,), (DROP_FK,)),
+    ("binary COPY of rows built at the flush, caller's time", events_json, apply_binary, False,
+     (), ()),
 )
 
 
-async def variant(url: str, name: str, apply: Apply, time_assigned: bool, before: tuple,
-                  after: tuple, total: int, problems: list[str]) -> dict:
+async def variant(url: str, name: str, journal: Callable[[dict], bytes], apply: Apply,
+                  time_assigned: bool, before: tuple, after: tuple, total: int,
+                  problems: list[str]) -> dict:
     conn = await connect(url)
     try:
         for statement in before:
@@ -199,8 +174,8 @@ async def variant(url: str, name: str, apply: Apply, time_assigned: bool, before
         # A connection's first call of a statement costs up to a second more (planning, and
         # JIT compilation while the new partitions have no statistics): Warden's pooled
         # connections pay it once, so it is made here and not measured.
-        await apply(conn, [json.dumps(r).encode() for r in records(
-            f"warm-{time.monotonic_ns()}", PER_CALL, time_assigned)])
+        await apply(conn, [journal(r) for r in records(f"warm-{time.monotonic_ns()}", PER_CALL,
+                                                       time_assigned)])
         await conn.execute("TRUNCATE audit_events")
         partitions = await conn.fetchval(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_events'::regclass")
@@ -209,8 +184,8 @@ async def variant(url: str, name: str, apply: Apply, time_assigned: bool, before
         calls = 0
         cpu = cpu_seconds([pid])
         for start in range(0, total, PER_CALL):
-            batch = [json.dumps(r).encode() for r in records(
-                f"{calls}-{time.monotonic_ns()}", min(PER_CALL, total - start), time_assigned)]
+            batch = [journal(r) for r in records(f"{calls}-{time.monotonic_ns()}",
+                                                 min(PER_CALL, total - start), time_assigned)]
             began = time.perf_counter()
             encode += await apply(conn, batch)
             wall += time.perf_counter() - began
