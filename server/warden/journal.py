@@ -51,9 +51,9 @@ _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _SUFFIX = ".wal"
 # Every body starts with the JSON of a dict, so with this byte: resynchronising after damage
 # tries only the positions 8 bytes before one (in C, by bytes.find), which skips zero-filled
-# stretches at once. Inside a body the 4 bytes before a "{" are text (JSON, or COPY rows with
-# their tabs and newlines), whose value as a length (at least 0x09000000, over 150 MB) exceeds
-# any segment the flusher lets grow, so such positions fail at once.
+# stretches at once. Inside a body the 4 bytes before a "{" are text, whose value as a length
+# nearly always exceeds any segment (printable text, at least 0x20202020; a COPY row's tab or
+# newline first, 0x09000000), so such positions fail at once; a rare smaller one costs a CRC.
 _BODY_START = b"{"
 _PAYLOAD = b"\n"
 
