@@ -55,12 +55,11 @@ from quotas import add_database_url, cpu_seconds, database_kind, on_database_ser
 from warden.journal import _encode
 from warden.ledger import copy_rows, store
 from warden.store.migrate import migrate
-from warden.store.postgres import init_connection
+from warden.store.postgres import AUDIT_COLUMNS, init_connection
 
 PER_RECORD = 100  # events per journal record (one StreamAudit message of bench/audit.py)
 PER_CALL = 5000  # ledger.BATCH
-COLUMNS = ("org_id", "app_id", "event_id", "event_time", "action", "request_id", "user_id",
-           "model", "provider", "attributes")
+COLUMNS = AUDIT_COLUMNS[:-1]  # without time_assigned, which only Warden's flush reads
 _COLS = ", ".join(COLUMNS)
 # Warden's jsonb codec is text only (asyncpg has no binary encoder for it), so binary COPY
 # sends attributes as text, cast on the way in.
