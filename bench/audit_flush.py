@@ -53,7 +53,7 @@ from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
 from quotas import add_database_url, cpu_seconds, database_kind, on_database_server
 
 from warden.journal import _encode
-from warden.ledger import copy_rows, store
+from warden.ledger import rows_of_events, store
 from warden.store.migrate import migrate
 from warden.store.postgres import AUDIT_COLUMNS, init_connection
 
@@ -94,8 +94,9 @@ def records(prefix: str, count: int, time_assigned: bool) -> list[dict]:
 
 
 def copy_payload(record: dict) -> bytes:
-    """What Warden's journal holds of an audit record for the flush: its events' COPY rows."""
-    return copy_rows(record["org_id"], record["app_id"], record["events"])
+    """What Warden's journal holds of an audit record for the flush: its events' COPY rows
+    (attributes encoded here: Warden encodes them as it reads each event's Struct)."""
+    return rows_of_events(record)
 
 
 def events_json(record: dict) -> bytes:

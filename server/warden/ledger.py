@@ -45,7 +45,7 @@ from cachetools import LRUCache, TTLCache
 
 from warden import metrics
 from warden.engine import AuthorizeInput, Decision, Identity
-from warden.engine.audit import Snapshot
+from warden.engine.audit import Snapshot, compact_json
 from warden.engine.model import bucket_time
 from warden.engine.pricing import Price, cost_micros, find_price
 from warden.errors import WardenError
@@ -151,10 +151,6 @@ def batch_entry(record: dict[str, Any]) -> tuple[str, int]:
 
 # The characters a field of COPY's text format must escape, and how.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-# Attributes as JSON text for a jsonb column: compact, and non-ASCII kept as it is (an escape
-# is a backslash, which COPY would have to escape in turn).
-_attributes_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
-                                    check_circular=False).encode
 
 
 def copy_rows(org_id: str, app_id: str, events: list[dict[str, Any]]) -> bytes:
@@ -163,7 +159,7 @@ def copy_rows(org_id: str, app_id: str, events: list[dict[str, Any]]) -> bytes:
     lines = []
     for e in events:
         fields = (e["event_id"], e["event_time"], e["action"], e["request_id"], e["user_id"],
-                  e["model"], e["provider"], _attributes_json(e["attributes"]))
+                  e["model"], e["provider"], e["attributes"])
         line = "\t".join(fields)
         # Most events need no escape: one look at the joined line, not one per field.
         if line.count("\t") != len(fields) - 1 or "\\" in line or "\n" in line or "\r" in line:
@@ -176,10 +172,13 @@ def _audit_rows(body: bytes) -> bytes:
     """The COPY rows of an audit record's body. (An earlier Warden journaled the events as
     JSON in the record itself: those are turned into rows here.)"""
     record, rows = split(body)
-    if rows:
-        return rows
-    old = json.loads(record)
-    return copy_rows(old["org_id"], old["app_id"], old["events"])
+    return rows or rows_of_events(json.loads(record))
+
+
+def rows_of_events(record: dict[str, Any]) -> bytes:
+    """The COPY rows of an audit record that holds its events, attributes as JSON values."""
+    return copy_rows(record["org_id"], record["app_id"], [
+        {**e, "attributes": compact_json(e["attributes"])} for e in record["events"]])
 
 
 async def _chunks(data: list[bytes]):
@@ -423,7 +422,10 @@ class Ledger:
 
     async def audit(self, org_id: str, app_id: str, events: list[dict[str, Any]]) -> None:
         """Journal a batch of audit events as one record (stored all or none) and return once
-        it is fsync'd. A full journal refuses the batch rather than drop anything later."""
+        it is fsync'd. A full journal refuses the batch rather than drop anything later.
+        An event: its text fields by column name, "attributes" as compact JSON text
+        (engine.audit.compact_json), and "time_assigned": True when the sidecar chose its
+        time for a caller's event id."""
         if self.full():
             metrics.JOURNAL_REFUSED.inc(len(events))
             raise WardenError(

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from tests.conftest import Client, settings_for
 from tests.helpers import authorize_request, expect_error, tenant
 from warden.app import App
-from warden.ledger import REJECTED, copy_rows
+from warden.ledger import REJECTED, rows_of_events
 from warden.v1 import warden_pb2
 
 EVENTS = 20_000
@@ -195,8 +195,8 @@ async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_stored(cl
                                            "events": [bad]})
             await audit("middle")
         if i == 13:
-            warden.ledger._journal.append({"kind": "audit", "rows": 1},
-                                          copy_rows("acme", "chat", [bad]))
+            warden.ledger._journal.append({"kind": "audit", "rows": 1}, rows_of_events(
+                {"org_id": "acme", "app_id": "chat", "events": [bad]}))
     await audit("after")
     await warden.ledger.flush()
 

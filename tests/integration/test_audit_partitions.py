@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from tests.conftest import Client, settings_for
 from tests.helpers import tenant
 from warden.app import App
-from warden.ledger import copy_rows, store
+from warden.ledger import rows_of_events, store
 from warden.quota import Quotas
 from warden.store.audit_partitions import Maintenance, maintain_audit_partitions
 from warden.store.migrate import check_schema, known_migrations, migrate
@@ -141,7 +141,7 @@ async def test_the_same_batch_applied_at_the_same_moment_is_stored_once(client, 
         {"event_id": f"r{i}", "event_time": when, "action": "llm.call", "request_id": "",
          "user_id": "", "model": "", "provider": "", "attributes": {}} for i in range(50)]}]
     async with warden._pool.acquire() as first, first.transaction():
-        await store(first, "[]", "[]", [copy_rows("acme", "chat", batch[0]["events"])])
+        await store(first, "[]", "[]", [rows_of_events(batch[0])])
         racing = asyncio.create_task(
             warden.ledger._apply([("audit", json.dumps(batch[0]).encode())]))
         await asyncio.sleep(0.5)
@@ -163,7 +163,8 @@ async def test_every_character_an_event_may_hold_is_stored_as_sent(client, db, w
         # attributes alone would hide a field's unescaped tab.
         for fields, attributes in (([text] * 5, {"plain": 1.0}),
                                    (["llm.call", "", "", "", ""],
-                                    {text: [text, 1.5, True, None, {"n": text}]})):
+                                    {text: text, f"{text}[]": [text, 1.5, True, None, {"n": text}],
+                                     "n": -2.5e-300, "t": True, "f": False, "z": None})):
             event_id = f"{i}.{len(sent)}{text}"
             sent[event_id] = (fields, attributes)
             struct = Struct()
@@ -266,7 +267,7 @@ async def test_the_default_partition_catches_an_event_with_no_partition(client, 
     # A journal replayed long after: its month's partition was dropped by retention.
     await warden.ledger.audit("acme", "chat", [{
         "event_id": "late", "event_time": "2019-03-03T03:03:03+00:00", "action": "llm.call",
-        "request_id": "", "user_id": "", "model": "", "provider": "", "attributes": {}}])
+        "request_id": "", "user_id": "", "model": "", "provider": "", "attributes": "{}"}])
     await warden.ledger.flush()
     assert (await placed(db))["late"] == "audit_events_default"
     assert (REGISTRY.get_sample_value("warden_journal_flush_failures_total") or 0.0) == failures

@@ -142,10 +142,14 @@ async def test_nul_in_any_string_is_refused_and_never_reaches_the_journal(client
     nested.attributes.update({"deep": {"list": [1.5, nul]}})
     bad_key = warden_pb2.AuditEvent(action="x")
     bad_key.attributes.update({"ok": 2.5, "inner": {nul: 1}})
+    top, top_key = warden_pb2.AuditEvent(action="x"), warden_pb2.AuditEvent(action="x")
+    top.attributes.update({"ok": "\\u0000", "bad": nul})
+    top_key.attributes.update({nul: True})
     for event, field in [(warden_pb2.AuditEvent(action=nul), "events[1].action"),
                          (warden_pb2.AuditEvent(action="x", event_id=nul), "events[1].event_id"),
                          (warden_pb2.AuditEvent(action="x", provider=nul), "events[1].provider"),
-                         (nested, "events[1].attributes"), (bad_key, "events[1].attributes")]:
+                         (nested, "events[1].attributes"), (bad_key, "events[1].attributes"),
+                         (top, "events[1].attributes"), (top_key, "events[1].attributes")]:
         events = [warden_pb2.AuditEvent(action="fine"), event]
         refused.append((client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=events)),
                         field))

@@ -14,7 +14,15 @@ from warden.api.decoding import NUL, Malformed
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
 from warden.components import Components
-from warden.engine.audit import Snapshot, audit_setting, expand, explanation, sampled, scrub
+from warden.engine.audit import (
+    Snapshot,
+    audit_setting,
+    expand,
+    explanation,
+    sampled,
+    scrub,
+    scrub_json,
+)
 from warden.engine.model import AuditSetting
 from warden.engine.pricing import cost_micros, find_price
 from warden.errors import WardenError, not_found
@@ -53,10 +61,6 @@ _LOGGED, _SAMPLED_OUT, _JOURNAL_FULL = (metrics.DECISION_LOG.labels(outcome) for
                                         ("logged", "sampled_out", "journal_full"))
 
 
-def _suspect(text: str) -> bool:
-    return len(text) > MAX_TEXT or "\x00" in text
-
-
 def _event_violations(v: Violations, event: warden_pb2.AuditEvent, at: str,
                       attributes_error: str | None, in_range: bool) -> None:
     v.check(len(event.event_id) <= 128, f"{at}.event_id", "must be at most 128 characters")
@@ -65,7 +69,8 @@ def _event_violations(v: Violations, event: warden_pb2.AuditEvent, at: str,
         v.text(getattr(event, name), f"{at}.{name}")
     for name in _EVENT_TEXT:
         v.check("\x00" not in getattr(event, name), f"{at}.{name}", NUL)
-    v.check(in_range, f"{at}.time", "must be within the last 30 days and at most 5 minutes ahead")
+    v.check(in_range, f"{at}.time",
+            "must be a valid time within the last 30 days and at most 5 minutes ahead")
     v.check(attributes_error is None, f"{at}.attributes", attributes_error or "")
 
 
@@ -272,31 +277,37 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         v.check(1 <= len(events) <= MAX_AUDIT_BATCH, field,
                 f"must hold 1 to {MAX_AUDIT_BATCH} events")
         now = datetime.now(UTC)
-        earliest, latest = now - MAX_EVENT_AGE, now + MAX_EVENT_SKEW_FUTURE
+        now_text = now.isoformat()
+        earliest = convert.epoch_micros(now - MAX_EVENT_AGE)
+        latest = convert.epoch_micros(now + MAX_EVENT_SKEW_FUTURE)
         rows = []
         for i, event in enumerate(events):
+            texts = (event.event_id, event.action, event.request_id, event.user_id,
+                     event.model, event.provider)  # _EVENT_TEXT
+            when = now_text
+            if event.HasField("time"):
+                t = event.time
+                seconds, nanos = t.seconds, t.nanos
+                at = seconds * 1_000_000 + nanos // 1000
+                when = convert.utc_text(seconds, nanos // 1000) \
+                    if earliest <= at <= latest and 0 <= nanos < 1_000_000_000 else None
             try:
-                when = convert.datetime_of(event.time) if event.HasField("time") else now
-            except OverflowError:  # beyond the years datetime holds
-                when = None
-            in_range = when is not None and earliest <= when <= latest
-            try:
-                attributes, attributes_error = convert.struct_to_dict(event.attributes), None
+                attributes, attributes_error = convert.struct_json(event.attributes), None
             except ValueError as exc:
                 attributes, attributes_error = None, str(exc)
             # Naming a problem costs more than finding one: only a suspect event is checked
             # field by field (StreamAudit validates every event of every message).
-            if (len(event.event_id) > 128 or not event.action or attributes is None
-                    or not in_range or any(_suspect(getattr(event, name)) for name in _EVENT_TEXT)):
-                _event_violations(v, event, f"{field}[{i}]", attributes_error, in_range)
+            joined = "".join(texts)
+            if (len(texts[0]) > 128 or not texts[1] or attributes is None or when is None
+                    or "\x00" in joined
+                    or (len(joined) > MAX_TEXT and any(len(t) > MAX_TEXT for t in texts[1:]))):
+                _event_violations(v, event, f"{field}[{i}]", attributes_error, when is not None)
             row = {
-                "event_id": event.event_id or uuid.uuid4().hex,
-                "event_time": (when or now).isoformat(),
-                "action": event.action, "request_id": event.request_id,
-                "user_id": event.user_id, "model": event.model, "provider": event.provider,
-                "attributes": attributes,
+                "event_id": texts[0] or uuid.uuid4().hex, "event_time": when,
+                "action": texts[1], "request_id": texts[2], "user_id": texts[3],
+                "model": texts[4], "provider": texts[5], "attributes": attributes,
             }
-            if event.event_id and not event.HasField("time"):
+            if texts[0] and not event.HasField("time"):
                 # A retry of this event would get another time: the flush looks for the id
                 # in every partition (docs/audit.md).
                 row["time_assigned"] = True
@@ -307,7 +318,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         setting = audit_setting(await self._c.cache.policies(
             engine.Identity(key.org_id, key.app_id, key.id, "", key.team_ids).scopes()))
         for row in rows:
-            row["attributes"] = scrub(row["attributes"], setting, self._c.key_pepper)
+            row["attributes"] = scrub_json(row["attributes"], setting, self._c.key_pepper)
         await self._c.ledger.audit(key.org_id, key.app_id, rows)
         metrics.AUDIT_EVENTS.inc(len(rows))
         return ids

@@ -139,7 +139,29 @@ def scrub(attributes: dict[str, Any], setting: AuditSetting, pepper: bytes) -> d
     if not (setting.mask_fields or setting.hash_fields) and (
             setting.store_prompts or not any(name in attributes for name in PROMPT_FIELDS)):
         return attributes
-    out = json.loads(json.dumps(attributes))  # a deep copy of plain JSON values
+    return _scrubbed(json.loads(json.dumps(attributes)), setting, pepper)  # a deep copy
+
+
+# Attributes as journaled: compact JSON text, non-ASCII kept as it is (an escape would be a
+# backslash, which COPY's text format escapes in turn).
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                check_circular=False).encode
+# A prompt field's key in compact JSON. Only the end of a key can read so (a quote inside a
+# string is escaped), and a false match (a nested key) costs only a parse.
+_PROMPT_KEYS = tuple(f'"{name}":' for name in PROMPT_FIELDS)
+
+
+def scrub_json(text: str, setting: AuditSetting, pepper: bytes) -> str:
+    """scrub() of attributes given as compact JSON text: the text itself when nothing
+    changes."""
+    if not (setting.mask_fields or setting.hash_fields) and (
+            setting.store_prompts or not any(key in text for key in _PROMPT_KEYS)):
+        return text
+    return compact_json(_scrubbed(json.loads(text), setting, pepper))
+
+
+def _scrubbed(out: dict[str, Any], setting: AuditSetting, pepper: bytes) -> dict[str, Any]:
+    """Scrub `out` in place."""
     if not setting.store_prompts:
         for name in PROMPT_FIELDS:
             if name in out:
