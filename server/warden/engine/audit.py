@@ -16,6 +16,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -148,14 +149,14 @@ compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
                                 check_circular=False).encode
 # A prompt field's key in compact JSON. Only the end of a key can read so (a quote inside a
 # string is escaped), and a false match (a nested key) costs only a parse.
-_PROMPT_KEYS = tuple(f'"{name}":' for name in PROMPT_FIELDS)
+_PROMPT_KEY = re.compile("|".join(f'"{name}":' for name in PROMPT_FIELDS))
 
 
 def scrub_json(text: str, setting: AuditSetting, pepper: bytes) -> str:
     """scrub() of attributes given as compact JSON text: the text itself when nothing
     changes."""
     if not (setting.mask_fields or setting.hash_fields) and (
-            setting.store_prompts or not any(key in text for key in _PROMPT_KEYS)):
+            setting.store_prompts or not _PROMPT_KEY.search(text)):
         return text
     return compact_json(_scrubbed(json.loads(text), setting, pepper))
 
