@@ -70,14 +70,18 @@ async def test_audit_batch_is_refused_whole(client, db, warden):
     beyond_datetime.time.seconds = 10**12  # past the year 9999, where datetime ends
     not_json = warden_pb2.AuditEvent(action="x")
     not_json.attributes.update({"score": float("nan"), "model": "m" * 201})
+    bad_nanos = warden_pb2.AuditEvent(action="x")
+    bad_nanos.time.GetCurrentTime()
+    bad_nanos.time.nanos = -1  # not a valid Timestamp, though within the range
     events = [warden_pb2.AuditEvent(action="fine"), warden_pb2.AuditEvent(action=""),
               far_future, warden_pb2.AuditEvent(action="x", event_id="e" * 129),
-              beyond_datetime, not_json, warden_pb2.AuditEvent(action="x", model="m" * 201)]
+              beyond_datetime, not_json, warden_pb2.AuditEvent(action="x", model="m" * 201),
+              bad_nanos]
     error = await expect_error(client.warden.Audit(warden_pb2.AuditRequest(api_key=key,
                                                                            events=events)))
     assert set(error.violations) == {"events[1].action", "events[2].time", "events[3].event_id",
                                      "events[4].time", "events[5].attributes",
-                                     "events[6].model"}
+                                     "events[6].model", "events[7].time"}
     error = await expect_error(client.warden.Audit(warden_pb2.AuditRequest(
         api_key=key, events=[warden_pb2.AuditEvent(action="a", event_id="d")] * 2)))
     assert "events" in error.violations
