@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -59,6 +60,10 @@ log = logging.getLogger("warden.ledger")
 # about 0.2 s of Postgres work, well inside WARDEN_DB_TIMEOUT_SECONDS. 5,000 rather than 1,000
 # stored StreamAudit events 10% faster (bench/audit.md).
 BATCH = 5000
+# After a flush found an event it COPY'd straight into audit_events already stored, the flushes
+# of this long take the careful way (COPY into AUDIT_IN, then ON CONFLICT): a caller that
+# retries often costs one failed COPY a minute, not one per flush.
+DIRECT_PAUSE = 60.0
 # What the database answers for a value it cannot take (class 22, data exception, such as a
 # string holding NUL or a time out of its range) or for a row a constraint refuses regardless
 # of what else is stored: the same record would fail every retry. Unique violations are not
@@ -74,20 +79,31 @@ REJECTED = "rejected.jsonl"
 # `n` keeps the journal's order. COPY spares Postgres the parsing of a JSON document per
 # batch: 12-17% of its CPU per stored event (bench/audit.md).
 #
+# The rows of events with the caller's time, in records this process journaled, skip that
+# table: they are COPY'd straight into audit_events, which spares Postgres the temporary table,
+# the sort, the org check and ON CONFLICT (35-47% of its CPU per stored event). Their orgs
+# exist (this process accepted them with a key of the org; orgs are never deleted) and the
+# key makes a copy already stored fail the COPY: the batch is then applied again the careful
+# way (Ledger._apply). So a copy with the caller's time and id is stored once either way, and
+# copies of an id with different caller times are different events to the key either way.
+#
 # One transaction: the decision log and usage (warden_flush, its parameters the journal's own
 # JSON of those records, not encoded again) and the audit events of the batch (AUDIT_IN, and
 # the explanations that ride in decisions). audit_events is partitioned by event_time, so its
-# key is (org, event id, event time): a replayed record carries the time it was journaled with
+# key is (org, event time, event id): a replayed record carries the time it was journaled with
 # and is stored once (ON CONFLICT, even when two replays race). A caller's retry that let the
 # sidecar assign the time again (time_assigned) differs in time only: such a copy is skipped
-# when the org already has the id, or an earlier record of the batch has it. (Two sidecars
-# flushing such copies at the same moment may both store theirs: docs/audit.md.) Events of an
-# org the database does not have (a journal replayed against another database) are not
-# stored: counted.
+# when the org already has the id among its time-assigned events (a partial index), or an
+# earlier record of the batch has it. (Two sidecars flushing such copies at the same moment may
+# both store theirs: docs/audit.md.) Events of an org the database does not have (a journal
+# replayed against another database) are not stored: counted.
 _FLUSH = f"""
 WITH d AS (SELECT $1::text::jsonb AS decisions),
 events AS (
-    SELECT DISTINCT ON (x.org_id, x.event_id) x.org_id, x.app_id, x.event_id, x.event_time,
+    -- One of the copies of a key: the id with the caller's time, or with any time the
+    -- sidecar assigned (a retry got another).
+    SELECT DISTINCT ON (x.org_id, x.event_id, CASE WHEN NOT x.time_assigned THEN x.event_time END)
+           x.org_id, x.app_id, x.event_id, x.event_time,
            x.action, x.request_id, x.user_id, x.model, x.provider, x.attributes,
            x.time_assigned
     FROM (
@@ -105,7 +121,7 @@ events AS (
                  request_id text, user_id text, model text, provider text,
                  create_time timestamptz, explanation jsonb, event jsonb)
         WHERE r.explanation IS NOT NULL OR r.event IS NOT NULL) x
-    ORDER BY x.org_id, x.event_id, x.n),
+    ORDER BY x.org_id, x.event_id, CASE WHEN NOT x.time_assigned THEN x.event_time END, x.n),
 snapshots AS (
     -- The body a sidecar journals with the first explanation of each segment that refers
     -- to it.
@@ -119,20 +135,21 @@ snapshots AS (
     ON CONFLICT DO NOTHING),
 stored AS (
     INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
-                              user_id, model, provider, attributes)
+                              user_id, model, provider, attributes, time_assigned)
     SELECT org_id, app_id, event_id, event_time, action, request_id, user_id, model, provider,
-           attributes
+           attributes, time_assigned
     FROM events e
-    -- Only for an event whose time the sidecar assigned: LATERAL ... LIMIT 1, not NOT
-    -- EXISTS, one primary-key probe per partition, where an anti join may hash every event
-    -- of the org. No time bound on purpose: with one, a planner without statistics took the
-    -- (org_id, event_time) index and read every event of the org in the range, per event.
+    -- Only for an event whose time the sidecar assigned, among those (its retries were
+    -- assigned theirs too): LATERAL ... LIMIT 1, not NOT EXISTS, one probe of the partial
+    -- index per partition, where an anti join may hash every such event of the org. No time
+    -- bound on purpose: with one, a planner without statistics took a time index and read
+    -- every event of the org in the range, per event.
     LEFT JOIN LATERAL (SELECT true AS found FROM audit_events a
-                       WHERE e.time_assigned AND a.org_id = e.org_id
+                       WHERE e.time_assigned AND a.time_assigned AND a.org_id = e.org_id
                          AND a.event_id = e.event_id
                        LIMIT 1) seen ON true
     WHERE seen.found IS NULL AND EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)
-    ON CONFLICT (org_id, event_id, event_time) DO NOTHING RETURNING 1)
+    ON CONFLICT (org_id, event_time, event_id) DO NOTHING RETURNING 1)
 SELECT f.*,
        (SELECT count(*) FROM events e
         WHERE NOT EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)) AS audit_orphaned
@@ -168,11 +185,15 @@ def copy_rows(org_id: str, app_id: str, events: list[dict[str, Any]]) -> bytes:
     return "".join(lines).encode()
 
 
-def _audit_rows(body: bytes) -> bytes:
-    """The COPY rows of an audit record's body. (An earlier Warden journaled the events as
-    JSON in the record itself: those are turned into rows here.)"""
+def _audit_rows(body: bytes) -> tuple[bytes, bool]:
+    """The COPY rows of an audit record's body, and whether none of them needs the look-up
+    by id ("assigned" counts those that do; true only of records this version journaled). (An
+    earlier Warden journaled the events as JSON in the record itself: those are turned into
+    rows here.)"""
     record, rows = split(body)
-    return rows or rows_of_events(json.loads(record))
+    if rows:
+        return rows, "assigned" not in json.loads(record)
+    return rows_of_events(json.loads(record)), False
 
 
 def rows_of_events(record: dict[str, Any]) -> bytes:
@@ -187,14 +208,19 @@ async def _chunks(data: list[bytes]):
         yield chunk
 
 
-async def store(conn: asyncpg.Connection, decisions: str, usage: str,
-                audit: list[bytes]) -> asyncpg.Record:
-    """One flush call in one transaction: the audit rows COPY'd into AUDIT_IN, then _FLUSH.
-    Returns _FLUSH's counts."""
-    if not audit:
+async def store(conn: asyncpg.Connection, decisions: str, usage: str, audit: list[bytes],
+                direct: list[bytes] | tuple[()] = ()) -> asyncpg.Record:
+    """One flush call in one transaction: the `direct` audit rows COPY'd straight into
+    audit_events (UniqueViolationError if one is stored already), the other audit rows into
+    AUDIT_IN, then _FLUSH. Returns _FLUSH's counts."""
+    if not audit and not direct:
         return await conn.fetchrow(_FLUSH, decisions, usage)
     async with conn.transaction():
-        await conn.copy_to_table(AUDIT_IN, source=_chunks(audit), columns=AUDIT_COLUMNS)
+        if direct:
+            await conn.copy_to_table("audit_events", source=_chunks(direct),
+                                     columns=AUDIT_COLUMNS)
+        if audit:
+            await conn.copy_to_table(AUDIT_IN, source=_chunks(audit), columns=AUDIT_COLUMNS)
         return await conn.fetchrow(_FLUSH, decisions, usage)
 
 
@@ -242,10 +268,12 @@ class Ledger:
         self._snapshots: LRUCache = LRUCache(maxsize=max_entries)
         self._flushing = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
+        self._replayed: set[Path] = set()  # segments an earlier run left: never COPY'd direct
+        self._direct_after = 0.0  # monotonic time before which no audit row goes direct
 
     async def start(self) -> None:
         """Apply what an earlier run left in the journal, then flush and expire until stop()."""
-        self._journal.open()
+        self._replayed = {segment.path for segment in self._journal.open()}
         metrics.JOURNAL_PENDING.set_function(self._journal.pending)
         metrics.JOURNAL_PENDING_BYTES.set_function(self._journal.pending_bytes)
         metrics.JOURNAL_OLDEST.set_function(self._journal.oldest_age)
@@ -433,8 +461,11 @@ class Ledger:
                 f"the sidecar's journal holds {self._journal.pending_bytes()} bytes not yet "
                 f"written to the database (WARDEN_JOURNAL_MAX_BYTES): retry later",
                 retry_after_seconds=max(self._flush_interval, 1.0))
-        await self._journal.sync(self._journal.append(
-            {"kind": "audit", "rows": len(events)}, copy_rows(org_id, app_id, events)))
+        record = {"kind": "audit", "rows": len(events)}
+        assigned = sum(1 for e in events if e.get("time_assigned"))
+        if assigned:
+            record["assigned"] = assigned  # these rows need the flush's look-up by id
+        await self._journal.sync(self._journal.append(record, copy_rows(org_id, app_id, events)))
 
     def full(self) -> bool:
         """The journal holds WARDEN_JOURNAL_MAX_BYTES not yet in the database."""
@@ -446,31 +477,33 @@ class Ledger:
         """Apply every sealed journal segment to the database, oldest first."""
         async with self._flushing:
             for segment in await self._journal.seal():
+                fresh = segment.path not in self._replayed
                 batch, rows = [], 0
                 for (kind, n), body in zip(segment.records, segment.bodies, strict=True):
                     batch.append((kind, body))
                     rows += n
                     if rows >= BATCH:
-                        await self._apply_isolating(batch)
+                        await self._apply_isolating(batch, fresh)
                         batch, rows = [], 0
                 if batch:
-                    await self._apply_isolating(batch)
+                    await self._apply_isolating(batch, fresh)
                 self._journal.done(segment)
+                self._replayed.discard(segment.path)
 
-    async def _apply_isolating(self, records: list[tuple[str, bytes]]) -> None:
+    async def _apply_isolating(self, records: list[tuple[str, bytes]], fresh: bool) -> None:
         """_apply; but a batch the database refuses for a value in it (one validation should
         have kept out) is halved until the record at fault is found, and the rest applied, in
         order: one bad record never holds back the records after it. That record is set aside
         in the journal directory's rejected.jsonl, counted and logged."""
         try:
-            await self._apply(records)
+            await self._apply(records, fresh)
         except _REFUSED as exc:
             if len(records) == 1:
                 self._reject(records[0], exc)
                 return
             half = len(records) // 2
-            await self._apply_isolating(records[:half])
-            await self._apply_isolating(records[half:])
+            await self._apply_isolating(records[:half], fresh)
+            await self._apply_isolating(records[half:], fresh)
 
     def _reject(self, record: tuple[str, bytes], exc: Exception) -> None:
         kind, body = record
@@ -489,20 +522,35 @@ class Ledger:
         log.error("the database refused a journal record; it is set aside and the rest applied",
                   extra={"kind": kind, "error": repr(exc), "file": str(path)})
 
-    async def _apply(self, records: list[tuple[str, bytes]]) -> None:
+    async def _apply(self, records: list[tuple[str, bytes]], fresh: bool = False) -> None:
         """Apply (kind, body) records as the journal holds them: decisions and usage as JSON
-        parameters, audit events as COPY rows."""
+        parameters, audit events as COPY rows. With `fresh` (records this process journaled,
+        so their orgs exist: orgs are never deleted), the audit rows that need no look-up by id
+        are COPY'd straight into audit_events; should one of them be stored already, the
+        batch is applied again the careful way, as are those of the next DIRECT_PAUSE."""
         kinds: dict[str, list[bytes]] = {"decision": [], "usage": []}
-        audit = []
+        audit: list[tuple[bytes, bool]] = []
         for kind, body in records:
             if kind == "audit":
                 audit.append(_audit_rows(body))
             else:
                 kinds[kind].append(body)
+        decisions, usage = ((b"[" + b",".join(kinds[kind]) + b"]").decode() for kind in kinds)
+        direct = fresh and time.monotonic() >= self._direct_after
         metrics.DB_ROUND_TRIPS.labels("flush").inc()
         async with self._pool.acquire() as conn:
-            result = await store(conn, *(
-                (b"[" + b",".join(kinds[kind]) + b"]").decode() for kind in kinds), audit)
+            try:
+                result = await store(conn, decisions, usage,
+                                     [rows for rows, free in audit if not (direct and free)],
+                                     [rows for rows, free in audit if direct and free])
+            except asyncpg.UniqueViolationError:
+                if not direct:
+                    raise
+                # A copy of an event already stored (a caller's retry, a flush whose commit
+                # was not seen): the key and ON CONFLICT decide, in journal order.
+                self._direct_after = time.monotonic() + DIRECT_PAUSE
+                metrics.DB_ROUND_TRIPS.labels("flush").inc()
+                result = await store(conn, decisions, usage, [rows for rows, _ in audit])
         if result["audit_orphaned"]:
             metrics.JOURNAL_DROPPED.labels("audit_orphan").inc(result["audit_orphaned"])
             log.error("audit events of orgs the database does not have",

@@ -56,8 +56,9 @@ LEASE_GRANTS = Counter(
 DB_ROUND_TRIPS = Counter(
     "warden_db_round_trips_total",
     "Database calls made by the data plane, by purpose (lease, adjust, flush, expire, settle, "
-    "alert). A flush carrying audit events is one call of five round trips (a transaction "
-    "around its COPY); any other, one.",
+    "alert). A flush carrying audit events is one call of five round trips or more (a "
+    "transaction around its COPYs: one into audit_events, one into the temporary table, or "
+    "both); any other, one.",
     ["op"],
 )
 BUDGET_ALERTS = Counter(

@@ -61,15 +61,18 @@ _LEASE = "SELECT * FROM warden_lease($1, $2, $3, $4, $5, $6, $7, $8)"
 _ADJUST = "SELECT warden_adjust($1::text[], $2::timestamptz[], $3::bigint[])"
 # Sidecars that see the same crossing give the event the same id but each its own time, and the
 # audit key holds the time (migrations/0004): so they take turns (a lock on the id, then a
-# statement whose snapshot is taken after it) and only the first stores it.
+# statement whose snapshot is taken after it) and only the first stores it. The alert is marked
+# time_assigned, which is what the index by id holds (migrations/0007).
 _ALERT_LOCK = "SELECT pg_advisory_xact_lock(1463898692, hashtext($1))"  # 1463898692: "WARD"
 _ALERT = """
-INSERT INTO audit_events (org_id, event_id, app_id, event_time, action, attributes)
+INSERT INTO audit_events (org_id, event_id, app_id, event_time, action, attributes,
+                          time_assigned)
 SELECT p.org_id, $2, CASE WHEN p.scope_kind = 'app' THEN p.scope_id ELSE '' END, $3,
-       'budget.alert', $4::jsonb
+       'budget.alert', $4::jsonb, true
 FROM policies p WHERE p.id = $1 AND NOT EXISTS (
-    SELECT 1 FROM audit_events a WHERE a.org_id = p.org_id AND a.event_id = $2)
-ON CONFLICT (org_id, event_id, event_time) DO NOTHING RETURNING org_id"""
+    SELECT 1 FROM audit_events a
+    WHERE a.time_assigned AND a.org_id = p.org_id AND a.event_id = $2)
+ON CONFLICT (org_id, event_time, event_id) DO NOTHING RETURNING org_id"""
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ from prometheus_client import REGISTRY
 from tests.conftest import Client, settings_for
 from tests.helpers import tenant
 from warden.app import App
-from warden.ledger import rows_of_events, store
+from warden.journal import Journal
+from warden.ledger import batch_entry, copy_rows, rows_of_events, store
 from warden.quota import Quotas
 from warden.store.audit_partitions import Maintenance, maintain_audit_partitions
 from warden.store.migrate import check_schema, known_migrations, migrate
+from warden.store.postgres import init_connection
 from warden.v1 import warden_pb2
 
 TEXT_FIELDS = ("action", "request_id", "user_id", "model", "provider")
@@ -194,6 +196,54 @@ async def test_events_of_an_org_the_database_lacks_are_counted_not_stored(client
     assert REGISTRY.get_sample_value("warden_journal_dropped_total", dropped) == before + 3
 
 
+async def test_a_copy_already_stored_sends_its_batch_the_careful_way(client, db, warden):
+    """Events with the caller's time go straight into audit_events; a batch holding a copy of
+    one already stored fails that COPY and is applied again through ON CONFLICT, once. Copies
+    of an id with different caller times are different events to the key, either way."""
+    key = await tenant(client)
+    now = datetime.now(UTC)
+    first, later = now - timedelta(seconds=2), now - timedelta(seconds=1)
+    await client.warden.Audit(warden_pb2.AuditRequest(
+        api_key=key, events=[event("kept", first), event("twice", first)]))
+    await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[event("twice", later)]))
+    await warden.ledger.flush()
+    assert warden.ledger._direct_after == 0  # no copy was stored already: no careful way
+
+    # A caller's retry of "kept" (same id and time), with new events, in one flush batch.
+    await client.warden.Audit(warden_pb2.AuditRequest(
+        api_key=key, events=[event("kept", first), event("new", now), event("new2", first)]))
+    await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[event("new2", later)]))
+    await warden.ledger.flush()
+    assert warden.ledger._direct_after > 0  # the direct COPY failed; applied the careful way
+    rows = await db.fetch("SELECT event_id, event_time FROM audit_events ORDER BY 1, 2")
+    assert [(r["event_id"], r["event_time"]) for r in rows] == [
+        ("kept", first), ("new", now), ("new2", first), ("new2", later),
+        ("twice", first), ("twice", later)]
+
+
+async def test_a_journal_an_earlier_run_left_never_skips_the_org_check(db_url, db, tmp_path):
+    """Rows an earlier run journaled may belong to another database's org: they take the
+    careful way, which counts them instead of storing them."""
+    journal = Journal(tmp_path / "journal", keep=batch_entry)
+    journal.open()
+    events = [{"event_id": f"e{i}", "event_time": datetime.now(UTC).isoformat(),
+               "action": "llm.call", "request_id": "", "user_id": "", "model": "",
+               "provider": "", "attributes": "{}"} for i in range(3)]
+    await journal.sync(journal.append({"kind": "audit", "rows": 3},
+                                      copy_rows("nobody", "chat", events)))
+    await journal.close()
+    dropped = {"kind": "audit_orphan"}
+    before = REGISTRY.get_sample_value("warden_journal_dropped_total", dropped) or 0.0
+    app = App(settings_for(db_url, str(tmp_path)))
+    await app.start()  # applies what it finds in the journal before serving
+    try:
+        assert app.ledger._journal.pending() == 0
+    finally:
+        await app.stop()
+    assert await db.fetchval("SELECT count(*) FROM audit_events") == 0
+    assert REGISTRY.get_sample_value("warden_journal_dropped_total", dropped) == before + 3
+
+
 async def client_retry(app: App, key: str) -> None:
     async with grpc.aio.insecure_channel(app.target) as channel:
         await Client(channel).warden.Audit(warden_pb2.AuditRequest(
@@ -338,10 +388,14 @@ async def test_the_migration_moves_the_rows_of_the_unpartitioned_table(empty_db)
             " attributes) VALUES ($1, $2, $3, $4, 'llm.call', $5, '{\"k\": 1}')", rows)
         old = await conn.fetch("SELECT * FROM audit_events ORDER BY org_id, event_id")
 
-        assert await migrate(conn) == [4, 5, 6]
+        assert await migrate(conn) == [4, 5, 6, 7]
         await check_schema(conn)
         moved = await conn.fetch("SELECT * FROM audit_events ORDER BY org_id, event_id")
-        assert [dict(r) for r in moved] == [dict(r) for r in old]
+        # 0007 marks every row stored before it as findable by id: who chose its time is
+        # not known.
+        assert [r["time_assigned"] for r in moved] == [True] * 4
+        assert [{k: v for k, v in r.items() if k != "time_assigned"} for r in moved] == \
+            [dict(r) for r in old]
         where = {(r["org_id"], r["event_id"]): r["part"] for r in await conn.fetch(
             "SELECT org_id, event_id, tableoid::regclass::text AS part FROM audit_events")}
         assert where == {("acme", "a"): "audit_events_202305", ("acme", "b"): "audit_events_202306",
@@ -352,8 +406,23 @@ async def test_the_migration_moves_the_rows_of_the_unpartitioned_table(empty_db)
             "SELECT pg_get_indexdef(indexrelid) FROM pg_index"
             " WHERE indrelid = 'audit_events'::regclass")}
         assert {i.split(" USING ")[1] for i in indexes} == {
-            "btree (org_id, event_id, event_time)", "btree (org_id, event_time, event_id)",
+            "btree (org_id, event_time, event_id)", "btree (org_id, event_id) WHERE time_assigned",
             "btree (org_id, app_id, event_time, event_id)", "btree (org_id, request_id)"}
+        assert await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'audit_events'::regclass AND contype = 'p'") == \
+            "PRIMARY KEY (org_id, event_time, event_id)"
+        # A retry, sent without a time, of an event stored before 0007 is found by its id; a
+        # new event without a time is stored, marked.
+        await init_connection(conn)
+        retry = {"kind": "audit", "org_id": "globex", "app_id": "bot", "events": [
+            {"event_id": e, "event_time": now.isoformat(), "action": "llm.call",
+             "request_id": "", "user_id": "", "model": "", "provider": "", "attributes": {},
+             "time_assigned": True} for e in ("c", "d")]}
+        await store(conn, "[]", "[]", [rows_of_events(retry)])
+        assert [tuple(r) for r in await conn.fetch(
+            "SELECT event_id, time_assigned FROM audit_events WHERE org_id = 'globex'"
+            " ORDER BY event_id")] == [("a", True), ("c", True), ("d", True)]
         # 0005 drops the foreign key to orgs: the flush checks the org instead.
         assert not await conn.fetchval("SELECT count(*) FROM pg_constraint"
                                        " WHERE conrelid = 'audit_events'::regclass"
