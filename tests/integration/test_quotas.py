@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from tests.conftest import Client, settings_for
-from tests.helpers import authorize_request, expect_error, rate_limit, tenant
+from tests.helpers import authorize_request, expect_error, rate_limit, tenant, until
 from warden import quota
 from warden.app import App
 from warden.engine.windows import BUCKETS
@@ -332,24 +332,39 @@ async def test_refills_in_quick_succession_keep_the_spending_rate(client, warden
     assert lease.rate == measured
 
 
-async def test_a_lease_that_ended_before_its_bucket_waits_for_the_next(client, warden, db):
+async def test_a_lease_that_ended_before_its_bucket_waits_for_the_next(client, warden, db,
+                                                                       monkeypatch):
     """A lease is timed from before the call that granted it, so it ends up to one round trip
     before its bucket ends on the database's clock. Here that trip is held up 40 ms (another
-    session holds the quota's lock), and the next grant is asked for as soon as the lease ends:
-    it must land in the next bucket, not in the last milliseconds of the old one (a lease that
-    dies at once and costs a second call)."""
+    session holds the quota's lock while the call waits for it), and the next grant is asked for
+    as soon as the lease ends: it must land in the next bucket, not in the last milliseconds of
+    the old one (a lease that dies at once and costs a second call). The wait's cap is raised so
+    that a slow machine, which makes the trip longer than the cap, cannot cut it short, and the
+    first call starts early in a bucket so that its grant does not end in transit (which would
+    take a second, quick grant)."""
+    monkeypatch.setattr(quota, "BOUNDARY_WAIT", 0.4)
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 10**9, policy_id="rpm")
+    width = timedelta(minutes=1) / BUCKETS
+    left = await db.fetchval("SELECT date_bin($1, clock_timestamp(), 'epoch') + $1"
+                             " - clock_timestamp()", width)
+    if left < width / 2:
+        await asyncio.sleep(left.total_seconds() + 0.01)
     async with db.transaction():
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended('warden.quota:rpm', 0))")
         first = asyncio.ensure_future(client.warden.Authorize(authorize_request(key, "r1")))
+        await until(lambda: db.fetchval(  # the call waits for the lock
+            "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND (classid::bigint << 32 | objid::bigint) = hashtextextended('warden.quota:rpm', 0)"
+        ), within=10, step=0.005)
         await asyncio.sleep(0.04)
     await first
     lease = warden.quotas._leases["rpm"]
+    assert lease.rtt >= 0.04
     bucket = lease.bucket
     await asyncio.sleep(max(lease.until - time.monotonic(), 0))
     await client.warden.Authorize(authorize_request(key, "r2"))
-    assert lease.bucket == bucket + timedelta(minutes=1) / BUCKETS
+    assert lease.bucket == bucket + width
     assert lease.until - time.monotonic() > 0.3
 
 
