@@ -33,17 +33,15 @@ from warden.api.admin_auth import AdminAuth
 from warden.api.admin_service import AdminService
 from warden.api.decoding import add_servicer
 from warden.api.warden_service import WardenService
-from warden.cache import Cache
-from warden.components import Components
+from warden.components import Components, Stores
 from warden.errors import StartupError
-from warden.journal import Journal
-from warden.ledger import Ledger, batch_entry
-from warden.quota import Quotas
 from warden.settings import Settings
 from warden.store import postgres
 from warden.store.apply import PostgresApplyStore
 from warden.store.audit_partitions import maintain_audit_partitions
 from warden.store.audit_query import PostgresAuditQueryStore
+from warden.store.counters import PostgresCounterStore
+from warden.store.decision_log import PostgresDecisionLog
 from warden.store.embedded import EmbeddedPostgres
 from warden.store.lookups import PostgresChangeFeed, PostgresLookupStore
 from warden.store.migrate import check_schema, migrate
@@ -114,9 +112,7 @@ class App:
         self._feed: PostgresChangeFeed | None = None
         self._feed_task: asyncio.Task | None = None
         self._clock_offset = timedelta(0)
-        self.cache: Cache | None = None
-        self.quotas: Quotas | None = None
-        self.ledger: Ledger | None = None
+        self.components: Components | None = None
         self._background: list[asyncio.Task] = []
 
     @property
@@ -150,37 +146,28 @@ class App:
                 await check_schema(conn)
             await _check_pepper(conn, pepper)
             await self._sync_clock(conn)
-        self.cache = Cache(PostgresLookupStore(self._pool), s.cache_max_entries,
-                           s.cache_ttl_seconds)
+        pool = self._pool
+        self.components = components = Components.build(s, Stores(
+            directory=postgres.PostgresDirectoryStore(pool),
+            policies=postgres.PostgresPolicyStore(pool),
+            prices=postgres.PostgresPriceStore(pool),
+            apply=PostgresApplyStore(pool),
+            audit=postgres.PostgresAuditSink(pool),
+            reporting=PostgresReportingStore(pool),
+            audit_query=PostgresAuditQueryStore(pool),
+            lookups=PostgresLookupStore(pool),
+            counters=PostgresCounterStore(pool),
+            decision_log=PostgresDecisionLog(pool),
+        ), pepper, read_or_create_secret(data / "sidecar-id"), self.database_now)
         self._feed = PostgresChangeFeed(self.database_url, max(s.health_interval_seconds, 0.5))
         self._feed_task = asyncio.create_task(
-            self._feed.run(self.cache.invalidate, self.cache.set_live))
-        self.quotas = Quotas(self._pool, s.lease_timeout_seconds)
-        self.ledger = Ledger(self._pool, Journal(data / "journal", keep=batch_entry), self.quotas,
-                             self.database_now, s.reservation_ttl_seconds,
-                             s.journal_flush_seconds, s.cache_max_entries,
-                             s.journal_max_bytes)
-        await self.ledger.start()
+            self._feed.run(components.cache.invalidate, components.cache.set_live))
+        await components.flusher.start()
         # Housekeeping's first rounds run before serving, the rest hourly: this month's audit
         # partition exists before the first event, and no first round races a caller's writes.
-        self._background = [asyncio.create_task(self.quotas.run())] + [
+        self._background = [asyncio.create_task(components.quotas.run())] + [
             asyncio.create_task(_repeat(round_, await round_()))
             for round_ in (self._prune_once, self._maintain_audit_once)]
-        components = Components(
-            directory=postgres.PostgresDirectoryStore(self._pool),
-            policies=postgres.PostgresPolicyStore(self._pool),
-            prices=postgres.PostgresPriceStore(self._pool),
-            quotas=self.quotas,
-            ledger=self.ledger,
-            audit=postgres.PostgresAuditSink(self._pool),
-            apply=PostgresApplyStore(self._pool),
-            cache=self.cache,
-            key_pepper=pepper,
-            clock=self.database_now,
-            default_max_output_tokens=s.default_max_output_tokens,
-            reporting=PostgresReportingStore(self._pool),
-            audit_query=PostgresAuditQueryStore(self._pool),
-        )
         await self._start_grpc(components)
         if s.metrics_listen:
             host, _, port = s.metrics_listen.rpartition(":")
@@ -235,7 +222,8 @@ class App:
                      WardenService(components, trust_unix_peers=bool(s.subject_socket),
                                    trusted_clients=s.tls_trusted_clients))
         add_servicer(server, admin_pb2_grpc.add_AdminServicer_to_server, AdminService(components),
-                     AdminAuth(self.admin_token, components.audit, s.tls_admin_clients))
+                     AdminAuth(self.admin_token, components.stores.audit,
+                               s.tls_admin_clients))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -297,11 +285,10 @@ class App:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
-        if self.ledger is not None:
-            await self.ledger.stop()
-        if self.quotas is not None:
+        if self.components is not None:
+            await self.components.flusher.stop()
             try:
-                await self.quotas.release()
+                await self.components.quotas.release()
             except Exception as exc:  # noqa: BLE001 - stranded until their windows end
                 log.warning("unspent leases not given back", extra={"error": repr(exc)})
         if self._metrics_server is not None:

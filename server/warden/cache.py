@@ -1,6 +1,6 @@
 """The in-process cache Authorize decides from: key lookups, users' teams, apps (for explicit
-subjects), policies per scope and provider switches, read through a LookupStore and kept fresh
-by a ChangeFeed.
+subjects), policies per scope, provider switches, prices, and the compiled policy sets made from
+them (engine/compiled.py), read through a LookupStore and kept fresh by a ChangeFeed.
 
 Every change to a cached table is broadcast by the database (store/base.py ChangeFeed); the
 payload names the row, and exactly the entries that row feeds are dropped. The TTL is only a
@@ -25,11 +25,18 @@ from typing import Any
 from cachetools import LRUCache, TTLCache
 
 from warden import metrics
-from warden.engine import PolicyRecord, ProviderSwitch
+from warden.engine import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    CompiledSet,
+    Identity,
+    PolicyRecord,
+    ProviderSwitch,
+    compile_set,
+)
 from warden.engine.pricing import Price
+from warden.errors import StoreUnavailable
 from warden.keys import KeyRecord
 from warden.store.base import LookupStore
-from warden.store.postgres import database_unavailable
 
 Scope = tuple[str, str]
 _MISSING = object()
@@ -61,23 +68,28 @@ class _Entries:
     def stale(self, key: Hashable, exc: BaseException) -> Any:
         """The last value of `key` if the database is away; else re-raise."""
         value = self.last.get(key, _MISSING)
-        if value is _MISSING or not database_unavailable(exc):
+        if value is _MISSING or not isinstance(exc, StoreUnavailable):
             raise exc
         metrics.CACHE_STALE_SERVES.labels(self.name).inc()
         return value
 
 
 class Cache:
-    def __init__(self, store: LookupStore, maxsize: int, ttl: float) -> None:
+    def __init__(self, store: LookupStore, maxsize: int, ttl: float,
+                 default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS) -> None:
         self._store = store
+        self._default_max_output = default_max_output
         self._keys = _Entries("api_keys", maxsize, ttl)
         self._users = _Entries("users", maxsize, ttl)
         self._apps = _Entries("apps", maxsize, ttl)
         self._policies = _Entries("policies", maxsize, ttl)
         self._switches = _Entries("provider_switches", 1, ttl)
         self._prices = _Entries("model_prices", 1, ttl)
+        # By (identity, model asked for, provider asked for). Not kept while the database is
+        # away: a set is compiled again from the last values read, as each call needs it.
+        self._compiled = _Entries("compiled_sets", maxsize, ttl)
         self._all = (self._keys, self._users, self._apps, self._policies, self._switches,
-                     self._prices)
+                     self._prices, self._compiled)
         self._generation = 0
         self._live = False
 
@@ -151,12 +163,31 @@ class Cache:
             found.update(loaded)
         return [p for scope in scopes for p in found[scope]]
 
+    async def compiled(self, identity: Identity, model: str, provider: str) -> CompiledSet:
+        """The compiled policy set of a scope chain and the model and provider asked for."""
+        key = (identity, model, provider)
+        found = self._get(self._compiled, key)
+        if found is not _MISSING:
+            return found
+        generation = self._generation
+        compiled = compile_set(identity, model, provider,
+                               await self.policies(identity.scopes()),
+                               await self.provider_switches(), await self.prices(),
+                               self._default_max_output)
+        if generation == self._generation and self._live:
+            self._compiled.data[key] = compiled
+        return compiled
+
     def invalidate(self, table: str, row_id: str) -> None:
         """Drop what one changed row feeds (a ChangeFeed payload)."""
         self._generation += 1
         if table == "policies":
             kind, _, scope_id = row_id.partition(":")
-            self._policies.drop([(kind, scope_id)], "exact")
+            scope = (kind, scope_id)
+            self._policies.drop([scope], "exact")
+            # A policy change is rare: looking through every set costs less than an index.
+            self._compiled.drop([k for k in self._compiled.data if scope in k[0].scopes()],
+                                "exact")
         elif table == "api_keys":
             self._keys.drop([row_id], "exact")
         elif table == "apps":
@@ -169,8 +200,10 @@ class Cache:
                              if r is not None and r.user_id == row_id], "exact")
         elif table == "provider_switches":
             self._switches.drop(["all"], "exact")
+            self._compiled.drop(list(self._compiled.data), "exact")
         elif table == "model_prices":
             self._prices.drop(["all"], "exact")
+            self._compiled.drop(list(self._compiled.data), "exact")
         else:
             self.invalidate_all()
 

@@ -38,3 +38,13 @@ def unimplemented(what: str) -> WardenError:
 
 class StartupError(RuntimeError):
     """Warden cannot start; the message says why and what to do."""
+
+
+class StoreUnavailable(Exception):
+    """A store could not be reached (a connection lost or refused, a timeout): the same call
+    may succeed later. Store implementations raise it in place of their driver's errors, so
+    that the rest of Warden never needs to know which driver that is."""
+
+
+class StoreRefused(Exception):
+    """A store refused a write for a value in it: the same write would fail on every retry."""

@@ -77,12 +77,14 @@ def _whole(record: dict) -> dict:
 
 class Journal:
     def __init__(self, directory: Path, fsync: bool = True,
-                 keep: Callable[[dict], Any] = _whole) -> None:
+                 keep: Callable[[dict], Any] = _whole, max_bytes: int = 0) -> None:
         """`keep(record)` is what a segment holds of each record besides its JSON: a caller that
         needs a few fields saves the memory of every record decoded until it is applied (the
-        ledger's decoded records took six times the journal's bytes)."""
+        decoded records took six times the journal's bytes). `max_bytes`: from how many
+        pending bytes on `full()` says so (0: never)."""
         self.directory = Path(directory)
         self.fsync = fsync
+        self.max_bytes = max_bytes
         self._keep = keep
         self.torn_tails = 0
         self.corrupt_stretches = 0  # damaged stretches skipped inside segments
@@ -211,6 +213,10 @@ class Journal:
 
     def pending_bytes(self) -> int:
         return sum(s.size for s in self._sealed) + self._size
+
+    def full(self) -> bool:
+        """Holds max_bytes not yet applied: writers of what can wait refuse it instead."""
+        return bool(self.max_bytes) and self.pending_bytes() >= self.max_bytes
 
     def oldest_age(self) -> float:
         """Seconds since the oldest record not yet done was written (0 when there is none)."""

@@ -14,8 +14,10 @@ total admitted across any number of sidecars never exceeds the limit.
   unspent when it ends, or at shutdown, is given back.
 - All or nothing: the leases a call needs are refilled first; then, with no await in between,
   engine.fit() says what they cover and either every amount is taken or none.
-- Settlement: a reservation's difference from actual usage goes back into the live lease it
-  came from, or to its bucket in the database (carried by the usage record, applied once).
+- Settlement: only the sidecar that made a reservation settles it: a reservation's difference
+  from actual usage goes back into the live lease it came from, or to its bucket in the
+  database, once (reservations.py says how a settlement that reached another sidecar gets
+  here).
 - Database away: what a sidecar holds stays spendable. Beyond it, a fail_open quota admits and
   owes the amount (charged at the next grant); a fail_closed one denies.
 - Budget alerts: a grant that finds a budget's period at or over its alert threshold queues an
@@ -28,15 +30,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import asyncpg
-
 from warden import metrics
 from warden.engine import Fit, PolicyRecord, QuotaCheck, QuotaOutcome, fit
-from warden.engine.model import bucket_time
-from warden.store.postgres import database_unavailable
+from warden.engine.model import Part
+from warden.errors import StoreUnavailable
+from warden.store.base import BudgetAlert, CounterStore, Grant
 
 log = logging.getLogger("warden.quota")
 
@@ -56,34 +58,6 @@ BOUNDARY_WAIT = 0.05
 # Refill rounds one decision may wait for: others may spend a refill first, but each round
 # either gets allowance or finds the quota exhausted, so this bound is only a safety net.
 ATTEMPTS = 50
-
-_LEASE = "SELECT * FROM warden_lease($1, $2, $3, $4, $5, $6, $7, $8)"
-_ADJUST = "SELECT warden_adjust($1::text[], $2::timestamptz[], $3::bigint[])"
-# Sidecars that see the same crossing give the event the same id but each its own time, and the
-# audit key holds the time (migrations/0004): so they take turns (a lock on the id, then a
-# statement whose snapshot is taken after it) and only the first stores it. The alert is marked
-# time_assigned, which is what the index by id holds (migrations/0007).
-_ALERT_LOCK = "SELECT pg_advisory_xact_lock(1463898692, hashtext($1))"  # 1463898692: "WARD"
-_ALERT = """
-INSERT INTO audit_events (org_id, event_id, app_id, event_time, action, attributes,
-                          time_assigned)
-SELECT p.org_id, $2, CASE WHEN p.scope_kind = 'app' THEN p.scope_id ELSE '' END, $3,
-       'budget.alert', $4::jsonb, true
-FROM policies p WHERE p.id = $1 AND NOT EXISTS (
-    SELECT 1 FROM audit_events a
-    WHERE a.time_assigned AND a.org_id = p.org_id AND a.event_id = $2)
-ON CONFLICT (org_id, event_time, event_id) DO NOTHING RETURNING org_id"""
-
-
-@dataclass(frozen=True)
-class Part:
-    """What one call took from one quota: settlement refunds or charges the difference."""
-
-    policy_id: str
-    bucket: datetime | None  # None: admitted fail-open, owed rather than leased
-    metric: str
-    amount: int
-
 
 def _setting(policy: PolicyRecord) -> tuple:
     """Leases are per policy setting: a changed limit or window starts a new lease."""
@@ -107,6 +81,9 @@ class Lease:
     rtt: float = 0.0  # how long the last grant took
     unleased: int = 0  # what no sidecar held at the last grant
     reset_time: datetime | None = None
+    # The bucket and reset time in ISO 8601, formatted once per grant for every call's record.
+    bucket_text: str | None = None
+    reset_text: str | None = None
     last_grant: int = 0
     short_at: float = float("-inf")  # when a grant last came back short
     unavailable: bool = False  # the last attempt could not reach the database
@@ -128,13 +105,13 @@ class Lease:
 
 
 class Quotas:
-    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
-        self._pool = pool
+    def __init__(self, store: CounterStore, timeout: float) -> None:
+        self._store = store
         self._timeout = timeout  # a lease call slower than this counts as the database away
         self._leases: dict[str, Lease] = {}
         # (policy id, bucket, delta) to send: unspent allowance given back.
         self._returns: list[tuple[str, datetime, int]] = []
-        self._alerts: list[tuple[str, str, datetime, dict]] = []  # _ALERT's arguments
+        self._alerts: list[BudgetAlert] = []
         self._down_until = 0.0
         self._tasks: set[asyncio.Task] = set()
 
@@ -204,15 +181,15 @@ class Quotas:
             returned, lease.available, lease.bucket = max(lease.available, 0), 0, None
         metrics.DB_ROUND_TRIPS.labels("lease").inc()
         try:
-            row = await asyncio.wait_for(
-                self._pool.fetchrow(_LEASE, policy.id, policy.limit, want, window, period, debt,
-                                    returned_bucket, returned), self._timeout)
+            grant = await asyncio.wait_for(self._store.lease(
+                policy.id, policy.limit, want, window, period, debt,
+                (returned_bucket, returned) if returned else None), self._timeout)
         except Exception as exc:  # noqa: BLE001 - any failure leaves the lease as it was
             if returned:
                 self._returns.append((policy.id, returned_bucket, -returned))
             lease.unavailable = True
             metrics.LEASE_GRANTS.labels("unavailable").inc()
-            if database_unavailable(exc):
+            if isinstance(exc, StoreUnavailable | TimeoutError):
                 self._down_until = time.monotonic() + DOWN_FOR
             else:
                 log.exception("lease failed", extra={"policy_id": policy.id})
@@ -220,16 +197,18 @@ class Quotas:
         lease.unavailable = False
         lease.rtt = time.monotonic() - now
         lease.debt -= debt
-        if lease.bucket != row["bucket_start"]:
+        if lease.bucket != grant.bucket_start:
             self._give_back(lease)
-            lease.bucket = row["bucket_start"]
-        granted = row["granted"]
+            lease.bucket = grant.bucket_start
+            lease.bucket_text = grant.bucket_start.isoformat()
+        granted = grant.granted
         lease.available += granted
         # The bucket's end on this sidecar's monotonic clock, measured from before the call,
         # so the lease never outlives its bucket on the database clock.
-        lease.until = now + (row["bucket_end"] - row["db_now"]).total_seconds()
-        lease.unleased = max(policy.limit - row["used"], 0)
-        lease.reset_time = row["reset_time"]
+        lease.until = now + (grant.bucket_end - grant.db_now).total_seconds()
+        lease.unleased = max(policy.limit - grant.used, 0)
+        if lease.reset_time != grant.reset_time:
+            lease.reset_time, lease.reset_text = grant.reset_time, grant.reset_time.isoformat()
         elapsed = now - lease.granted_at if lease.granted_at else 0.0
         if not lease.granted_at or elapsed >= RATE_INTERVAL:
             if elapsed > 0:
@@ -238,47 +217,42 @@ class Quotas:
         lease.last_grant = granted
         if granted < want:
             lease.short_at = time.monotonic()
-        self._check_alert(lease, row)
+        self._check_alert(lease, grant)
         metrics.LEASE_GRANTS.labels("full" if granted == want else
                                     "partial" if granted else "empty").inc()
 
-    def _check_alert(self, lease: Lease, row: asyncpg.Record) -> None:
+    def _check_alert(self, lease: Lease, grant: Grant) -> None:
         """Queue the budget's alert event once its period's count reaches the threshold. The
         count includes allowance leased but not yet spent, so an alert may come a few seconds
         of spending early, never late."""
-        budget, period = lease.policy.budget, row["bucket_start"]
+        budget, period = lease.policy.budget, grant.bucket_start
         if (budget is None or not budget.alert_threshold_percent or lease.alerted == period
-                or row["used"] * 100 < budget.alert_threshold_percent * budget.limit_micros):
+                or grant.used * 100 < budget.alert_threshold_percent * budget.limit_micros):
             return
         lease.alerted = period
         policy = lease.policy
-        self._alerts.append((policy.id, f"budget-alert:{policy.id}:{period.isoformat()}",
-                             row["db_now"], {
-                                 "policy_id": policy.id, "scope_kind": policy.scope_kind,
-                                 "scope_id": policy.scope_id, "period": budget.period,
-                                 "period_start": period.isoformat(),
-                                 "period_end": row["bucket_end"].isoformat(),
-                                 "threshold_percent": budget.alert_threshold_percent,
-                                 "limit_micros": budget.limit_micros,
-                                 "counted_micros": row["used"], "mode": policy.mode}))
+        self._alerts.append(BudgetAlert(
+            policy.id, f"budget-alert:{policy.id}:{period.isoformat()}", grant.db_now, {
+                "policy_id": policy.id, "scope_kind": policy.scope_kind,
+                "scope_id": policy.scope_id, "period": budget.period,
+                "period_start": period.isoformat(), "period_end": grant.bucket_end.isoformat(),
+                "threshold_percent": budget.alert_threshold_percent,
+                "limit_micros": budget.limit_micros, "counted_micros": grant.used,
+                "mode": policy.mode}))
 
     async def raise_alerts(self) -> None:
         """Store the queued alert events; those that fail stay queued for the next round."""
         while self._alerts:
             alert = self._alerts[0]
             metrics.DB_ROUND_TRIPS.labels("alert").inc()
-            stored = await asyncio.wait_for(self._store_alert(alert), self._timeout)
+            stored = await asyncio.wait_for(self._store.raise_alert(alert), self._timeout)
             self._alerts.pop(0)
             if stored:  # not already stored by another sidecar
                 metrics.BUDGET_ALERTS.inc()
                 log.warning("budget alert threshold reached", extra={
-                    k: alert[3][k] for k in ("policy_id", "period_start", "threshold_percent",
-                                             "counted_micros", "limit_micros")})
-
-    async def _store_alert(self, alert: tuple[str, str, datetime, dict]) -> str | None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_ALERT_LOCK, alert[1])
-            return await conn.fetchval(_ALERT, *alert)
+                    k: alert.attributes[k] for k in ("policy_id", "period_start",
+                                                     "threshold_percent", "counted_micros",
+                                                     "limit_micros")})
 
     def _may_ask(self, lease: Lease, now: float) -> bool:
         return now >= self._down_until and (now - lease.short_at >= EMPTY_RETRY
@@ -332,7 +306,8 @@ class Quotas:
             outcomes.append(QuotaOutcome(
                 check, got.fits[i], amount,
                 None if away[i] else lease.remaining(now), db_now, lease.reset_time,
-                unavailable=away[i] and not got.fits[i], binding=got.binding[i]))
+                unavailable=away[i] and not got.fits[i], binding=got.binding[i],
+                reset_text=lease.reset_text))
             self._prefetch(lease, now)
         return outcomes, got, parts
 
@@ -340,7 +315,8 @@ class Quotas:
         lease.spent += amount
         if not owed:
             lease.available -= amount
-            return Part(lease.policy.id, lease.bucket, lease.policy.metric, amount)
+            return Part(lease.policy.id, lease.bucket, lease.policy.metric, amount,
+                        lease.bucket_text)
         # Fail-open beyond what is held: spend the lease, owe the rest.
         held = max(lease.room(now), 0)
         lease.available -= held
@@ -350,26 +326,31 @@ class Quotas:
 
     # -- settlement ------------------------------------------------------------------------------
 
-    def settle(self, parts: list[Part], actual: dict[str, int], refund: bool) -> list[dict]:
-        """Refund (only if `refund`) or charge each part's difference from the actual amount of
-        its metric: into its lease while that lease still holds the same bucket, else as an
-        adjustment of the bucket in the database (returned for the usage record, applied with
-        it, once). Charges of a reservation made elsewhere always travel with the record."""
+    def settle(self, parts: tuple[Part, ...], actual: Mapping[str, int]) -> list[dict]:
+        """Settle a reservation this sidecar made (only its maker settles a reservation): each
+        part's difference from the actual amount of its metric is refunded into (or charged
+        from) its lease while that lease still holds the same bucket; what is left is returned
+        as adjustments of the bucket, for the usage record (applied with it, once)."""
         adjustments = []
         now = time.monotonic()
         for part in parts:
             delta = actual[part.metric] - part.amount
-            if not delta or part.bucket is None or (delta < 0 and not refund):
+            if not delta or part.bucket is None:
                 continue
             lease = self._leases.get(part.policy_id)
-            if refund and lease is not None and lease.live(now) and lease.bucket == part.bucket:
+            if lease is not None and lease.live(now) and lease.bucket == part.bucket:
                 local = -delta if delta < 0 else -min(delta, max(lease.available, 0))
                 lease.available += local
                 delta += local
             if delta:
                 adjustments.append({"policy_id": part.policy_id,
-                                    "bucket_start": bucket_time(part.bucket), "delta": delta})
+                                    "bucket_start": part.bucket_text, "delta": delta})
         return adjustments
+
+    def adjust(self, adjustments: list[dict]) -> None:
+        """Send these bucket adjustments with the next round of returns."""
+        self._returns += [(a["policy_id"], datetime.fromisoformat(a["bucket_start"]),
+                           a["delta"]) for a in adjustments]
 
     # -- background ------------------------------------------------------------------------------
 
@@ -397,9 +378,7 @@ class Quotas:
         returns, self._returns = self._returns, []
         metrics.DB_ROUND_TRIPS.labels("adjust").inc()
         try:
-            await asyncio.wait_for(self._pool.execute(
-                _ADJUST, [r[0] for r in returns], [r[1] for r in returns],
-                [r[2] for r in returns]), self._timeout)
+            await asyncio.wait_for(self._store.adjust(returns), self._timeout)
         except BaseException:
             self._returns[:0] = returns
             raise

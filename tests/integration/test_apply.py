@@ -184,7 +184,7 @@ async def test_deleting_an_app_with_keys_or_a_user_with_requests_changes_nothing
     await apply(client, base())
     key = await new_key(client, "search")
     await client.warden.Authorize(authorize_request(key, "r1", user_id="alice"))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     before = await snapshot(db)
     data = base()
     data["orgs"][0]["display_name"] = "renamed, but not applied"

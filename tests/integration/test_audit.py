@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 from tests.conftest import Client, settings_for
 from tests.helpers import authorize_request, expect_error, tenant
 from warden.app import App
-from warden.ledger import REJECTED, rows_of_events
+from warden.flusher import REJECTED
+from warden.records import rows_of_events
 from warden.v1 import warden_pb2
 
 EVENTS = 20_000
@@ -158,12 +159,12 @@ async def test_a_full_journal_pushes_back_and_then_stores_everything(db_url, db,
             assert error.retry_seconds and error.retry_seconds > 0
             assert "WARDEN_JOURNAL_MAX_BYTES" in error.message
             assert acknowledged
-            await app.ledger.flush()
+            await app.components.flusher.flush()
             # Room again: the refused stream is sent again and accepted.
             reply = await client.warden.StreamAudit(_stream(key, first))
             assert reply.accepted == PER_STREAM
             acknowledged.update(f"ev{first + i}" for i in range(PER_STREAM))
-            await app.ledger.flush()
+            await app.components.flusher.flush()
         assert set(await _stored(db)) == acknowledged
     finally:
         await app.stop()
@@ -191,21 +192,21 @@ async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_stored(cl
             bad = {"event_id": "bad", "event_time": datetime.now(UTC).isoformat(),
                    "action": "x\x00y", "request_id": "", "user_id": "", "model": "",
                    "provider": "", "attributes": {}}
-            warden.ledger._journal.append({"kind": "audit", "org_id": "acme", "app_id": "chat",
+            warden.components.journal.append({"kind": "audit", "org_id": "acme", "app_id": "chat",
                                            "events": [bad]})
             await audit("middle")
         if i == 13:
-            warden.ledger._journal.append({"kind": "audit", "rows": 1}, rows_of_events(
+            warden.components.journal.append({"kind": "audit", "rows": 1}, rows_of_events(
                 {"org_id": "acme", "app_id": "chat", "events": [bad]}))
     await audit("after")
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
 
-    assert warden.ledger._journal.pending() == 0
+    assert warden.components.journal.pending() == 0
     stored = {r["event_id"] for r in await db.fetch(
         "SELECT event_id FROM audit_events WHERE action = 'llm.call'")}
     assert stored == {"before", "middle", "after"}
     assert await db.fetchval("SELECT count(*) FROM requests") == 20
-    lines = (warden.ledger._journal.directory / REJECTED).read_text().splitlines()
+    lines = (warden.components.journal.directory / REJECTED).read_text().splitlines()
     assert len(lines) == 2
     old, rows = map(json.loads, lines)
     assert old["record"]["events"][0]["action"] == "x\x00y"

@@ -19,9 +19,11 @@ from tests.conftest import Client, settings_for
 from tests.helpers import tenant
 from warden.app import App
 from warden.journal import Journal
-from warden.ledger import batch_entry, copy_rows, rows_of_events, store
-from warden.quota import Quotas
+from warden.records import batch_entry, copy_rows, rows_of_events
 from warden.store.audit_partitions import Maintenance, maintain_audit_partitions
+from warden.store.base import BudgetAlert
+from warden.store.counters import _ALERT, _ALERT_LOCK, PostgresCounterStore
+from warden.store.decision_log import store
 from warden.store.migrate import check_schema, known_migrations, migrate
 from warden.store.postgres import init_connection
 from warden.v1 import warden_pb2
@@ -75,7 +77,7 @@ async def test_events_land_in_the_partition_of_their_month(client, db, warden):
     await client.warden.Audit(warden_pb2.AuditRequest(
         api_key=key, events=[event(name, when) for name, when in times.items()]
         + [event("assigned")]))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     where = await placed(db)
     assert where == {**{name: partition(when) for name, when in times.items()},
                      "assigned": partition(now)}
@@ -111,7 +113,7 @@ async def test_a_journal_applied_twice_stores_each_event_once(db_url, db, tmp_pa
         for segment in journal.glob("*.wal"):
             shutil.copy(segment, saved / segment.name)
         assert list(saved.glob("*.wal"))
-        await app.ledger.flush()
+        await app.components.flusher.flush()
         # Another flush now, with the ids already stored: nothing more.
         await client_retry(app, key)
         first = {r["event_id"]: r["event_time"] for r in await db.fetch(
@@ -126,7 +128,7 @@ async def test_a_journal_applied_twice_stores_each_event_once(db_url, db, tmp_pa
     again = App(settings)
     await again.start()  # applies what it finds in the journal before serving
     try:
-        assert again.ledger._journal.pending() == 0  # applied, not failed and kept
+        assert again.components.journal.pending() == 0  # applied, not failed and kept
     finally:
         await again.stop()
     rows = await db.fetch("SELECT event_id, event_time FROM audit_events")
@@ -145,7 +147,7 @@ async def test_the_same_batch_applied_at_the_same_moment_is_stored_once(client, 
     async with warden._pool.acquire() as first, first.transaction():
         await store(first, "[]", "[]", [rows_of_events(batch[0])])
         racing = asyncio.create_task(
-            warden.ledger._apply([("audit", json.dumps(batch[0]).encode())]))
+            warden.components.flusher.apply([("audit", json.dumps(batch[0]).encode())]))
         await asyncio.sleep(0.5)
         assert not racing.done()
     await racing
@@ -174,7 +176,7 @@ async def test_every_character_an_event_may_hold_is_stored_as_sent(client, db, w
             await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[
                 warden_pb2.AuditEvent(event_id=event_id, attributes=struct,
                                       **dict(zip(TEXT_FIELDS, fields, strict=True)))]))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     stored = {r["event_id"]: ([r[f] for f in TEXT_FIELDS], json.loads(r["attributes"]))
               for r in await db.fetch("SELECT * FROM audit_events")}
     assert stored == sent
@@ -189,7 +191,7 @@ async def test_events_of_an_org_the_database_lacks_are_counted_not_stored(client
     when = datetime.now(UTC).isoformat()
     events = [{"event_id": f"o{i}", "event_time": when, "action": "llm.call", "request_id": "",
                "user_id": "", "model": "", "provider": "", "attributes": {}} for i in range(3)]
-    await warden.ledger._apply([
+    await warden.components.flusher.apply([
         ("audit", json.dumps({"org_id": org, "app_id": "chat", "events": events}).encode())
         for org in ("nobody", "acme")])
     assert await db.fetchval("SELECT array_agg(DISTINCT org_id) FROM audit_events") == ["acme"]
@@ -206,15 +208,17 @@ async def test_a_copy_already_stored_sends_its_batch_the_careful_way(client, db,
     await client.warden.Audit(warden_pb2.AuditRequest(
         api_key=key, events=[event("kept", first), event("twice", first)]))
     await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[event("twice", later)]))
-    await warden.ledger.flush()
-    assert warden.ledger._direct_after == 0  # no copy was stored already: no careful way
+    await warden.components.flusher.flush()
+    # No copy was stored already: no careful way.
+    assert warden.components.stores.decision_log._direct_after == 0
 
     # A caller's retry of "kept" (same id and time), with new events, in one flush batch.
     await client.warden.Audit(warden_pb2.AuditRequest(
         api_key=key, events=[event("kept", first), event("new", now), event("new2", first)]))
     await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[event("new2", later)]))
-    await warden.ledger.flush()
-    assert warden.ledger._direct_after > 0  # the direct COPY failed; applied the careful way
+    await warden.components.flusher.flush()
+    # The direct COPY failed; applied the careful way.
+    assert warden.components.stores.decision_log._direct_after > 0
     rows = await db.fetch("SELECT event_id, event_time FROM audit_events ORDER BY 1, 2")
     assert [(r["event_id"], r["event_time"]) for r in rows] == [
         ("kept", first), ("new", now), ("new2", first), ("new2", later),
@@ -237,7 +241,7 @@ async def test_a_journal_an_earlier_run_left_never_skips_the_org_check(db_url, d
     app = App(settings_for(db_url, str(tmp_path)))
     await app.start()  # applies what it finds in the journal before serving
     try:
-        assert app.ledger._journal.pending() == 0
+        assert app.components.journal.pending() == 0
     finally:
         await app.stop()
     assert await db.fetchval("SELECT count(*) FROM audit_events") == 0
@@ -248,13 +252,13 @@ async def client_retry(app: App, key: str) -> None:
     async with grpc.aio.insecure_channel(app.target) as channel:
         await Client(channel).warden.Audit(warden_pb2.AuditRequest(
             api_key=key, events=[event("assigned"), event("bulk9")]))
-    await app.ledger.flush()
+    await app.components.flusher.flush()
 
 
 async def test_retention_drops_whole_old_partitions_and_keeps_recent_ones(client, db, warden):
     key = await tenant(client)
     await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[event("recent")]))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     # Two old months, made the way the sidecar makes them, holding an old event.
     assert await db.fetchval("SELECT warden_audit_partitions('2020-01-15Z', 0)") == 2
     await db.execute("INSERT INTO audit_events (org_id, event_id, app_id, event_time, action)"
@@ -312,16 +316,17 @@ async def test_the_default_partition_catches_an_event_with_no_partition(client, 
     failures = REGISTRY.get_sample_value("warden_journal_flush_failures_total") or 0.0
 
     await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[event("homeless")]))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await placed(db) == {"homeless": "audit_events_default"}
     # A journal replayed long after: its month's partition was dropped by retention.
-    await warden.ledger.audit("acme", "chat", [{
+    await warden.components.audit_log.append(await warden.components.callers.by_subject(
+        "acme", "chat"), [{
         "event_id": "late", "event_time": "2019-03-03T03:03:03+00:00", "action": "llm.call",
         "request_id": "", "user_id": "", "model": "", "provider": "", "attributes": "{}"}])
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert (await placed(db))["late"] == "audit_events_default"
     assert (REGISTRY.get_sample_value("warden_journal_flush_failures_total") or 0.0) == failures
-    assert warden.ledger._journal.pending() == 0
+    assert warden.components.journal.pending() == 0
 
     # Maintenance makes the missing months and moves the rows in: Postgres would refuse to
     # create a partition whose rows sit in the default one.
@@ -346,19 +351,16 @@ async def test_concurrent_budget_alerts_with_different_times_store_one_event(cli
                      " 'enforce', 'fail_closed', '{}')")
     now = datetime.now(UTC)
     alert_id = "budget-alert:b1:2024-01-01T00:00:00+00:00"
-    from warden.quota import _ALERT, _ALERT_LOCK
-
     other = await asyncpg.connect(warden.database_url)
     try:
         async with other.transaction():
             await other.execute(_ALERT_LOCK, alert_id)
             assert await other.fetchval(_ALERT, "b1", alert_id, now, json.dumps({"n": 1}))
-            quotas = Quotas(warden._pool, timeout=30)
-            mine = asyncio.create_task(
-                quotas._store_alert(("b1", alert_id, now + timedelta(seconds=1), {"n": 2})))
+            mine = asyncio.create_task(PostgresCounterStore(warden._pool).raise_alert(
+                BudgetAlert("b1", alert_id, now + timedelta(seconds=1), {"n": 2})))
             await asyncio.sleep(0.5)
             assert not mine.done()  # waits for the other's turn
-        assert await mine is None
+        assert await mine is False
     finally:
         await other.close()
     rows = await db.fetch("SELECT event_time FROM audit_events WHERE event_id = $1", alert_id)
@@ -388,7 +390,7 @@ async def test_the_migration_moves_the_rows_of_the_unpartitioned_table(empty_db)
             " attributes) VALUES ($1, $2, $3, $4, 'llm.call', $5, '{\"k\": 1}')", rows)
         old = await conn.fetch("SELECT * FROM audit_events ORDER BY org_id, event_id")
 
-        assert await migrate(conn) == [4, 5, 6, 7]
+        assert await migrate(conn) == [4, 5, 6, 7, 8]
         await check_schema(conn)
         moved = await conn.fetch("SELECT * FROM audit_events ORDER BY org_id, event_id")
         # 0007 marks every row stored before it as findable by id: who chose its time is

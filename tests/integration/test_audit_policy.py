@@ -38,7 +38,7 @@ async def decision_events(db) -> dict[str, dict]:
 
 async def journaled_decisions(warden) -> list[dict]:
     """The decision records of the journal's segments so far (sealed here), as written."""
-    return [json.loads(b) for s in await warden.ledger._journal.seal()
+    return [json.loads(b) for s in await warden.components.journal.seal()
             for (kind, _), b in zip(s.records, s.bodies, strict=True) if kind == "decision"]
 
 
@@ -50,7 +50,7 @@ async def test_every_decision_is_explained_by_default(client, db, warden):
     second = await client.warden.Authorize(authorize_request(key, "r2"))
     assert (first.decision, second.decision) == (warden_pb2.DECISION_ALLOW,
                                                  warden_pb2.DECISION_DENY)
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     events = await decision_events(db)
     assert events["r1"]["decision"] == "allow" and events["r2"]["decision"] == "deny"
     # Positional lists, fields in engine/audit.py's RESULT, ROUTE and LIMIT order.
@@ -77,7 +77,7 @@ async def test_an_explanation_stores_its_fixed_fields_once(client, db, warden):
     await client.warden.Authorize(authorize_request(key, "r5"))  # a new segment: again
     [again] = [r for r in await journaled_decisions(warden) if r["request_id"] == "r5"]
     assert again["snapshot"] == records[0]["snapshot"]
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     stored = await db.fetch("SELECT org_id, id FROM explanation_snapshots")
     assert [(r["org_id"], r["id"]) for r in stored] == [
         ("acme", records[0]["explanation"]["snapshot"])]
@@ -110,8 +110,8 @@ async def test_an_explanation_is_named_and_timed_by_its_decision(client, db, war
         "event_id": "decision:r0", "event_time": "2026-01-02T03:04:05+00:00",
         "action": "authorize.decision", "request_id": "r0", "user_id": record["user_id"],
         "model": record["model"], "provider": record["provider"], "attributes": explained})
-    await warden.ledger.flush()
-    await warden.ledger._apply([("decision", json.dumps(old).encode())])
+    await warden.components.flusher.flush()
+    await warden.components.flusher.apply([("decision", json.dumps(old).encode())])
     rows = {r["request_id"]: r for r in await db.fetch(
         "SELECT e.*, q.create_time, q.user_id AS decision_user FROM audit_events e"
         " JOIN requests q USING (org_id, request_id) WHERE e.action = 'authorize.decision'")}
@@ -130,7 +130,7 @@ async def test_sampling_logs_every_denial_and_a_share_of_allows(client, db, ward
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 300, policy_id="chat-rpm")
     for i in range(400):
         await client.warden.Authorize(authorize_request(key, f"r{i}"))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     events = await decision_events(db)
     # The first 300 calls are allowed, the rest denied.
     assert {k for k, e in events.items() if e["decision"] == "deny"} == {
@@ -153,7 +153,7 @@ async def test_an_app_setting_overrides_the_org_unless_the_org_locks_it(client, 
         scope=ORG, locked=True, priority=1, audit=types_pb2.AuditConfig(allow_sample_rate=1))),
         metadata=client.auth)
     await client.warden.Authorize(authorize_request(key, "loud"))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert set(await decision_events(db)) == {"loud"}
 
 
@@ -169,7 +169,7 @@ async def test_prompts_masks_and_hashes_in_audit_events(client, db, warden):
                        hash_fields=["user.email", "missing.path"])
     await client.warden.Audit(warden_pb2.AuditRequest(api_key=key, events=[
         warden_pb2.AuditEvent(event_id="scrubbed", action="llm.call", attributes=attributes)]))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     stored = {r["event_id"]: json.loads(r["attributes"]) for r in await db.fetch(
         "SELECT event_id, attributes FROM audit_events")}
     # Default: prompt text removed, the rest as sent.
@@ -191,7 +191,7 @@ async def test_a_masking_setting_stores_explanations_whole(client, db, warden):
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 100, policy_id="chat-rpm")
     await audit_policy(client, mask_fields=["limits"])
     await client.warden.Authorize(authorize_request(key, "r1"))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     [raw] = [json.loads(r["attributes"]) for r in await db.fetch(
         "SELECT attributes FROM audit_events WHERE action = 'authorize.decision'")]
     assert "snapshot" not in raw and raw["limits"] == "***"
@@ -208,7 +208,7 @@ async def test_stored_prompts_join_the_explanation(client, db, warden):
     await audit_policy(client, store_prompts=True)
     await client.warden.Authorize(authorize_request(
         key, "r1", messages=[warden_pb2.ChatMessage(role="user", content="hello there")]))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert (await decision_events(db))["r1"]["messages"] == [
         {"role": "user", "content": "hello there"}]
 
@@ -234,7 +234,7 @@ async def test_a_request_story_explains_the_decision_as_authorize_did(client, wa
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 1, policy_id="chat-rpm")
     answers = [await client.warden.Authorize(authorize_request(key, f"r{i}")) for i in (1, 2)]
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     for request_id, answer in zip(("r1", "r2"), answers, strict=True):
         story = await client.admin.GetRequestStory(admin_pb2.GetRequestStoryRequest(
             org_id="acme", request_id=request_id), metadata=client.auth)

@@ -75,7 +75,7 @@ class Trail:
             await self.client.warden.Audit(warden_pb2.AuditRequest(
                 api_key=self.keys[(org, app)], events=[e.proto() for e in group]))
         self.sent += events
-        await self.warden.ledger.flush()
+        await self.warden.components.flusher.flush()
 
     async def list(self, **fields) -> admin_pb2.ListAuditEventsResponse:
         fields.setdefault("org_id", "acme")
@@ -366,7 +366,7 @@ async def test_an_expired_reservation_reads_as_its_reserved_amount(client, warde
     key = await tenant(client)
     decided = await client.warden.Authorize(authorize_request(key, "r1", input_tokens=10,
                                                               max_output_tokens=20))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     await db.execute("UPDATE requests SET expire_time = now() - interval '1 second'")
     await db.fetchval("SELECT warden_expire(10)")  # unless the sidecar's own run came first
     story = await _story(client, "r1")

@@ -87,7 +87,7 @@ async def test_audit_batch_is_refused_whole(client, db, warden):
     assert "events" in error.violations
     error = await expect_error(client.warden.Audit(warden_pb2.AuditRequest(api_key=key)))
     assert "events" in error.violations
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await db.fetchval("SELECT count(*) FROM audit_events") == 0
 
 
@@ -177,7 +177,7 @@ async def test_nul_in_any_string_is_refused_and_never_reaches_the_journal(client
     # Nothing refused was journaled: the stream's first message was, and it flushes with the
     # calls after it.
     await client.warden.Authorize(authorize_request(key, "after"))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await db.fetchval("SELECT count(*) FROM requests") == 1
     stored = await db.fetch("SELECT action FROM audit_events"
                             " WHERE action <> 'authorize.decision'")

@@ -17,13 +17,13 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_warm_authorize_reads_keys_and_policies_from_the_cache(client):
+async def test_warm_authorize_reads_its_key_and_compiled_policy_set_from_the_cache(client):
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 100, "chat-rpm")
     await client.warden.Authorize(authorize_request(key, "r0"))
     before = {c: (_sample("warden_cache_hits_total", cache=c),
                   _sample("warden_cache_misses_total", cache=c))
-              for c in ("api_keys", "policies", "provider_switches")}
+              for c in ("api_keys", "compiled_sets")}
     for i in range(5):
         await client.warden.Authorize(authorize_request(key, f"r{i + 1}"))
     for cache, (hits, misses) in before.items():

@@ -86,7 +86,7 @@ async def test_user_and_team_limits_apply_through_the_users_key(client, db, ward
     # An end user the org does not know is logged but has no user scope.
     unknown = await client.warden.Authorize(authorize_request(other, "b3", user_id="mallory"))
     assert unknown.decision == warden_pb2.DECISION_ALLOW and unknown.identity.user_id == ""
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await db.fetchval("SELECT user_id FROM requests WHERE request_id = 'b3'") == "mallory"
 
 
@@ -130,7 +130,7 @@ async def test_routing_aliases_and_caps_shape_the_route_and_the_log(client, db, 
         "openai", "gpt-4o", 1000)
     assert [(t.provider, t.model) for t in reply.route.fallbacks] == [("azure", "gpt-4o")]
     assert "skipped shady/gpt-4o: provider 'shady' is denied" in reply.results[1].message
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     row = await db.fetchrow("SELECT model, provider FROM requests WHERE request_id = 'r1'")
     assert (row["model"], row["provider"]) == ("gpt-4o", "openai")
     alias = await client.warden.Authorize(authorize_request(key, "r2", model="fast"))

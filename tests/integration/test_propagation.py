@@ -110,7 +110,7 @@ async def _answers_from_cache(b: Sidecar, key: str, expected: tuple, **request) 
     before = await b.scrape()
     assert await _answer(b, key, **request) == expected
     after = await b.scrape()
-    for cache in ("api_keys", "policies", "provider_switches"):
+    for cache in ("api_keys", "compiled_sets"):
         hits = [sample(body, "warden_cache_hits_total", cache=cache) for body in (before, after)]
         misses = [sample(body, "warden_cache_misses_total", cache=cache)
                   for body in (before, after)]

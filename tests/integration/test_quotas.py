@@ -95,8 +95,8 @@ async def test_usage_beyond_the_reservation_is_charged(client, db, warden):
     # as far as it goes and in Postgres with the usage record for the rest.
     await client.warden.RecordUsage(_usage(key, "o1", 400, 10))
     await asyncio.sleep(0.2)  # a background refill may be in flight
-    await warden.ledger.flush()
-    await warden.quotas.release()
+    await warden.components.flusher.flush()
+    await warden.components.quotas.release()
     # With every lease given back, what the counter holds is what was consumed.
     assert await db.fetchval("SELECT sum(granted) FROM quota_buckets") == 400
 
@@ -122,7 +122,7 @@ async def test_a_budget_reserves_the_worst_case_and_denies_when_spent(client, db
     third = await client.warden.Authorize(authorize_request(
         key, "b3", input_tokens=1000, max_output_tokens=100))
     assert third.decision == ALLOW
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     row = await db.fetchrow("SELECT reserved_cost_micros, reserved FROM requests"
                             " WHERE request_id = 'b1'")
     assert row["reserved_cost_micros"] == 9000
@@ -143,12 +143,12 @@ async def test_a_budget_alert_is_raised_once_per_period(client, db, warden, db_u
     # 500 micros reserved; the lease takes an eighth of the budget: 12.5 % counted.
     await client.warden.Authorize(authorize_request(key, "a1", input_tokens=400,
                                                     max_output_tokens=50))
-    await warden.quotas.raise_alerts()
+    await warden.components.quotas.raise_alerts()
     assert await alerts() == []
     # 5000 more: the refill brings the count to 55 %.
     await client.warden.Authorize(authorize_request(key, "a2", input_tokens=1000,
                                                     max_output_tokens=2000))
-    await warden.quotas.raise_alerts()
+    await warden.components.quotas.raise_alerts()
     [alert] = await alerts()
     attributes = json.loads(alert["attributes"])
     assert (alert["org_id"], alert["app_id"]) == ("acme", "chat")
@@ -165,8 +165,8 @@ async def test_a_budget_alert_is_raised_once_per_period(client, db, warden, db_u
                 key, "a3", input_tokens=100, max_output_tokens=50))
         assert reply.decision == ALLOW
         # Queued there too (its lease marks the period alerted) ...
-        assert other.quotas._leases["chat-daily"].alerted is not None
-        await other.quotas.raise_alerts()
+        assert other.components.quotas._leases["chat-daily"].alerted is not None
+        await other.components.quotas.raise_alerts()
     finally:
         await other.stop()
     assert len(await alerts()) == 1  # ... and stored once
@@ -253,7 +253,7 @@ async def test_an_unsettled_reservation_expires_at_its_reserved_amount(short_ttl
     assert await db.fetchval("SELECT outcome FROM usage WHERE request_id = 'on-time'") == \
         "completed"
     # Another sidecar would answer the same from the database.
-    app.ledger._recent.clear()
+    app.components.reservations._recent.clear()
     error = await expect_error(client.warden.RecordUsage(_usage(key, "late", 100, 10)))
     assert error.reason == "RESERVATION_EXPIRED"
 
@@ -299,7 +299,7 @@ async def test_reporting_sees_what_the_data_plane_did(client, warden):
         latency = duration_pb2.Duration()
         latency.FromMilliseconds(ms)
         await client.warden.RecordUsage(_usage(key, f"q{i}", 10, 5, latency=latency))
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     metrics = await client.admin.GetRequestMetrics(admin_pb2.GetRequestMetricsRequest(
         org_id="acme"), metadata=client.auth)
     assert (metrics.requests, metrics.allowed, metrics.denied, metrics.completed) == (3, 2, 1, 2)
@@ -321,14 +321,14 @@ async def test_refills_in_quick_succession_keep_the_spending_rate(client, warden
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 10**9, policy_id="rpm")
     await client.warden.Authorize(authorize_request(key, "r1"))
-    lease = warden.quotas._leases["rpm"]
+    lease = warden.components.quotas._leases["rpm"]
     lease.rate = 1000.0
     await asyncio.sleep(0.3)
-    await warden.quotas._refill(lease, 0)  # measured over 0.3 s: the rate may move
+    await warden.components.quotas._refill(lease, 0)  # measured over 0.3 s: the rate may move
     measured = lease.rate
     assert measured >= 500
     for _ in range(4):
-        await warden.quotas._refill(lease, 0)
+        await warden.components.quotas._refill(lease, 0)
     assert lease.rate == measured
 
 
@@ -359,7 +359,7 @@ async def test_a_lease_that_ended_before_its_bucket_waits_for_the_next(client, w
         ), within=10, step=0.005)
         await asyncio.sleep(0.04)
     await first
-    lease = warden.quotas._leases["rpm"]
+    lease = warden.components.quotas._leases["rpm"]
     assert lease.rtt >= 0.04
     bucket = lease.bucket
     await asyncio.sleep(max(lease.until - time.monotonic(), 0))
@@ -376,7 +376,7 @@ async def test_a_lease_that_ends_during_a_decision_does_not_deny_it(client, ward
     key = await tenant(client)
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 10**9, policy_id="rpm")
     await client.warden.Authorize(authorize_request(key, "r1"))
-    lease = warden.quotas._leases["rpm"]
+    lease = warden.components.quotas._leases["rpm"]
     lease.until = time.monotonic() + 10
 
     class Clock:  # the first read just before the lease's end, every later one after it

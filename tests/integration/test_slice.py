@@ -22,7 +22,7 @@ async def test_authorize_allows_and_logs_the_decision(client, db, warden):
     assert (reply.identity.org_id, reply.identity.app_id) == ("acme", "chat")
     assert reply.route.model == "gpt-4o-mini" and reply.route.max_output_tokens == 300
     assert reply.reservation_id
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     row = await db.fetchrow("SELECT * FROM requests WHERE request_id = 'req-1'")
     assert (row["org_id"], row["decision"], row["user_id"], row["provider"]) == \
         ("acme", "allow", "u1", "openai")
@@ -56,7 +56,7 @@ async def test_request_rate_limit_counts_in_postgres_and_denies_with_retry(clien
     assert (result.policy_id, result.allowed, result.scope.id) == (policy.id, False, "chat")
     assert "3 requests per minute" in result.message
     assert not denied.reservation_id
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await db.fetchval("SELECT sum(granted) FROM quota_buckets") == 3
     assert await db.fetchval("SELECT count(*) FROM requests WHERE decision = 'deny'") == 1
 
@@ -95,7 +95,7 @@ async def test_concurrent_authorize_never_exceeds_the_limit(client, db, warden):
                                      for i in range(60)))
     allowed = sum(r.decision == warden_pb2.DECISION_ALLOW for r in replies)
     assert allowed == 20
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await db.fetchval("SELECT sum(granted) FROM quota_buckets") == 20
     assert await db.fetchval("SELECT count(*) FROM requests WHERE decision = 'allow'") == 20
 
@@ -118,7 +118,7 @@ async def test_reused_request_id_is_refused_and_counts_nothing(client, db, warde
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
     other = await client.warden.Authorize(authorize_request(key, "other"))
     assert other.limits[0].remaining == 8
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await db.fetchval("SELECT count(*) FROM requests") == 2
 
 
@@ -170,26 +170,45 @@ async def test_record_usage_prices_stores_once_and_detects_conflicts(client, db,
     error = await expect_error(client.warden.RecordUsage(_usage(
         key, "u1", usage=types_pb2.Usage(input_tokens=1, output_tokens=1))))
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USAGE_CONFLICT")
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     row = await db.fetchrow("SELECT * FROM usage")
     assert (row["input_tokens"], row["output_tokens"], row["cost_micros"],
             row["cost_source"], row["model"]) == (1000, 500, 435, "priced", "gpt-4o-mini")
 
 
-async def test_record_usage_reported_cost_unpriced_model_and_unknown_request(client, db,
-                                                                            warden):
+async def test_record_usage_without_a_price_stores_tokens_unless_a_budget_counts_the_call(
+        client, db, warden):
+    """A model without a price: the tokens are stored with the cost unknown when no budget
+    counts the call (an app with only rate limits need not invent a cost); a call a budget
+    counts must be priced or report its cost."""
     key = await tenant(client)
     await client.warden.Authorize(authorize_request(key, "r1", model="mystery"))
-    error = await expect_error(client.warden.RecordUsage(_usage(key, "r1")))
+    reply = await client.warden.RecordUsage(_usage(key, "r1"))
+    assert (reply.cost_micros, reply.cost_unknown, reply.duplicate) == (0, True, False)
+    again = await client.warden.RecordUsage(_usage(key, "r1"))
+    assert (again.cost_unknown, again.duplicate) == (True, True)
+    await client.warden.Authorize(authorize_request(key, "r2", model="mystery"))
+    reply = await client.warden.RecordUsage(_usage(key, "r2", cost_micros=1234))
+    assert (reply.cost_micros, reply.cost_unknown) == (1234, False)
+
+    await _set_price(client)
+    await client.admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
+        id="acme-month", scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_ORG, id="acme"),
+        budget=types_pb2.BudgetConfig(period=types_pb2.PERIOD_MONTH, limit_micros=10**9))),
+        metadata=client.auth)
+    await client.warden.Authorize(authorize_request(key, "b1"))
+    # Served by another model than authorized, one without a price: the budget cannot count it.
+    error = await expect_error(client.warden.RecordUsage(_usage(key, "b1", model="mystery")))
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
                                           "MODEL_NOT_PRICED")
-    assert "mystery" in error.message
-    reply = await client.warden.RecordUsage(_usage(key, "r1", cost_micros=1234))
-    assert reply.cost_micros == 1234
+    assert "mystery" in error.message and "acme-month" in error.message
     error = await expect_error(client.warden.RecordUsage(_usage(key, "never-authorized")))
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
-    await warden.ledger.flush()
-    assert await db.fetchval("SELECT count(*) FROM usage") == 1
+    await warden.components.flusher.flush()
+    rows = await db.fetch("SELECT request_id, input_tokens, cost_micros, cost_source FROM usage"
+                          " ORDER BY request_id")
+    assert [tuple(r) for r in rows] == [("r1", 1000, None, "unpriced"),
+                                        ("r2", 1000, 1234, "reported")]
 
 
 async def test_record_usage_for_a_denied_request_is_refused(client):
@@ -225,7 +244,7 @@ async def test_audit_stores_each_event_once(client, db, warden):
     again = await client.warden.Audit(warden_pb2.AuditRequest(api_key=key,
                                                               events=[_event(event_id="e1")]))
     assert again.accepted == 1
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     rows = await db.fetch("SELECT * FROM audit_events ORDER BY event_id")
     assert len(rows) == 2
     stored = {r["event_id"]: r for r in rows}
@@ -244,7 +263,7 @@ async def test_stream_audit_stores_every_message(client, db, warden):
 
     reply = await client.warden.StreamAudit(messages())
     assert reply.accepted == 500
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert await db.fetchval("SELECT count(*) FROM audit_events") == 500
 
 
@@ -258,5 +277,5 @@ async def test_a_bad_batch_in_a_stream_writes_nothing_of_that_batch(client, db, 
     error = await expect_error(client.warden.StreamAudit(messages()))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "messages[1].events[1].action" in error.violations
-    await warden.ledger.flush()
+    await warden.components.flusher.flush()
     assert [r["event_id"] for r in await db.fetch("SELECT event_id FROM audit_events")] == ["ok"]

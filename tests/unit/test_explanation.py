@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from warden.engine.audit import expand, explanation
+from warden.engine.audit import expand, explanation, snapshot_of
 from warden.engine.model import (
     Decision,
     Demand,
@@ -30,14 +30,20 @@ def decision(allowed: bool) -> Decision:
                             Reason.ALLOWED if allowed else Reason.RATE_LIMITED,
                             "" if allowed else "10 requests a minute")]
     outcome = QuotaOutcome(QuotaCheck(policy, Demand(1)), allowed, int(allowed),
-                           9 if allowed else 0, RESET - timedelta(seconds=30), RESET)
+                           9 if allowed else 0, RESET - timedelta(seconds=30), RESET,
+                           reset_text=RESET.isoformat())
     return Decision(allowed, Reason.ALLOWED if allowed else Reason.RATE_LIMITED, results,
                     [outcome], None if allowed else timedelta(seconds=30),
                     Route("openai", "gpt-4o", 100) if allowed else None)
 
 
+def explained(d: Decision):
+    snapshot = snapshot_of(d)
+    return explanation(d, snapshot), snapshot
+
+
 def test_an_explanation_keeps_what_varies_and_expands_in_full() -> None:
-    attributes, snapshot = explanation(decision(True))
+    attributes, snapshot = explained(decision(True))
     assert attributes == {"decision": "allow", "reason": "ALLOWED", "snapshot": snapshot.id,
                           "limits": [[9, RESET.isoformat()]],
                           "route": ["openai", "gpt-4o", 100, []]}
@@ -49,8 +55,8 @@ def test_an_explanation_keeps_what_varies_and_expands_in_full() -> None:
 
 
 def test_a_denial_carries_its_results_and_shares_the_snapshot() -> None:
-    allowed, snapshot = explanation(decision(True))
-    denied, same = explanation(decision(False))
+    allowed, snapshot = explained(decision(True))
+    denied, same = explained(decision(False))
     assert same == snapshot  # the same policies: one snapshot
     assert denied["results"] == [[1, False, "RATE_LIMITED", "10 requests a minute"]]
     assert expand(denied, snapshot.body)["results"][1] == [
@@ -60,7 +66,7 @@ def test_a_denial_carries_its_results_and_shares_the_snapshot() -> None:
 
 
 def test_what_does_not_fit_is_read_as_stored() -> None:
-    attributes, snapshot = explanation(decision(True))
+    attributes, snapshot = explained(decision(True))
     assert expand(attributes, None) == attributes  # the snapshot is missing
     assert expand(attributes, {"results": [], "limits": []}) == attributes  # another shape
     whole = expand(attributes, snapshot.body)

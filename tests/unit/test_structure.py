@@ -48,3 +48,31 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for option in OPTIONS:
         assert f"| `{option.env}` | `{option.flag}` |" in readme, option.env
+
+
+def _hand_written() -> list[Path]:
+    return [p for p in (SERVER / "warden").rglob("*.py") if "v1" not in p.parts]
+
+
+def test_no_hand_written_server_file_is_over_400_lines() -> None:
+    long = {p.name: n for p in _hand_written() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_only_the_stores_and_the_composition_root_know_the_database_driver() -> None:
+    store = SERVER / "warden" / "store"
+    roots = (SERVER / "warden" / "app.py", SERVER / "warden" / "cli.py")
+    for path in _hand_written():
+        if path in roots or store in path.parents:
+            continue
+        bad = [n for n in _imports(path) if n == "asyncpg" or n.startswith("warden.store.")
+               and n not in ("warden.store.base", "warden.store.audit_query",
+                             "warden.store.reporting")]
+        assert not bad, f"{path.relative_to(SERVER)} imports {bad}"
+
+
+def test_the_authorize_handler_only_validates_converts_and_delegates() -> None:
+    source = (SERVER / "warden" / "api" / "warden_service.py").read_text()
+    handler = next(node for node in ast.walk(ast.parse(source))
+                   if isinstance(node, ast.AsyncFunctionDef) and node.name == "Authorize")
+    assert handler.end_lineno - handler.lineno + 1 < 30

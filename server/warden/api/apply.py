@@ -136,7 +136,7 @@ async def handle_apply(components: Components, request: admin_pb2.ApplyRequest
     teams, apps, users = _check_directory(v, request, orgs)
     _check_policies(v, request, {"orgs": orgs, "teams": teams, "apps": apps, "users": users})
     v.done()
-    changes = await components.apply.apply(_declared(request), request.dry_run)
+    changes = await components.stores.apply.apply(_declared(request), request.dry_run)
     # Admin changes leave no other trace, so the log keeps which orgs were converged and how.
     log.info("apply", extra={"orgs": [o.id for o in request.orgs], "dry_run": request.dry_run,
                              **Counter(c.action for c in changes)})

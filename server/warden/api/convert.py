@@ -207,16 +207,16 @@ def estimate_tokens(request: warden_pb2.AuthorizeRequest) -> int:
 
 
 def authorize_input(request: warden_pb2.AuthorizeRequest) -> AuthorizeInput:
+    """The call as the engine sees it; the end user is the request's, or its subject's."""
     return AuthorizeInput(request_id=request.request_id, model=request.model,
                           provider=request.provider, input_tokens=estimate_tokens(request),
                           max_output_tokens=request.max_output_tokens,
-                          user_id=request.user_id,
-                          min_output_tokens=request.min_output_tokens)
+                          user_id=request.user_id or request.subject.user_id,
+                          min_output_tokens=request.min_output_tokens,
+                          messages=tuple((m.role, m.content) for m in request.messages))
 
 
-@functools.lru_cache(maxsize=4096)
 def _policy_result(result: PolicyResult) -> warden_pb2.PolicyResult:
-    """Cached: an answer copies the message, and most results repeat from call to call."""
     return warden_pb2.PolicyResult(
         policy_id=result.policy_id, scope=scope(result.scope_kind, result.scope_id),
         policy_type=result.policy_type, mode=MODES[result.mode], allowed=result.allowed,
@@ -241,6 +241,7 @@ def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
 
 
 def decision_to_proto(decision: Decision, identity: Identity) -> warden_pb2.AuthorizeResponse:
+    """The answer built message by message: the plain form of what api/answer.py encodes."""
     route = None
     if decision.route is not None:
         r = decision.route

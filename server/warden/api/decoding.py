@@ -117,12 +117,16 @@ class _Capture:
 def add_servicer(server: grpc.aio.Server, add_to_server: Callable[[Any, Any], None],
                  servicer: Any, wrap: Callable[[str, Handler], Handler] | None = None) -> None:
     """Register `servicer` with tolerant deserializers, each handler passed through `wrap`
-    (given the method's full path) if one is given."""
+    (given the method's full path) if one is given. The methods a servicer names in
+    RAW_RESPONSES answer with serialized bytes, sent as they are."""
     capture = _Capture()
     add_to_server(servicer, capture)
+    raw = getattr(servicer, "RAW_RESPONSES", frozenset())
     handlers = {}
     for name, handler in capture.handlers.items():
         handler = handler._replace(request_deserializer=tolerant(handler.request_deserializer))
+        if name in raw:
+            handler = handler._replace(response_serializer=None)
         handlers[name] = wrap(f"/{capture.service}/{name}", handler) if wrap else handler
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(capture.service, handlers),))

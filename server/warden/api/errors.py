@@ -16,8 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from warden import metrics
 from warden.api.decoding import Malformed
-from warden.errors import WardenError, unimplemented
-from warden.store.postgres import database_unavailable
+from warden.errors import StoreUnavailable, WardenError, unimplemented
 
 log = logging.getLogger("warden.api")
 
@@ -54,7 +53,7 @@ async def abort(context: grpc.aio.ServicerContext, error: WardenError) -> None:
 def _translate(method: str, exc: Exception) -> WardenError:
     if isinstance(exc, WardenError):
         return exc
-    if database_unavailable(exc):
+    if isinstance(exc, StoreUnavailable):
         log.warning("database unavailable", extra={"method": method, "error": repr(exc)})
         return WardenError("UNAVAILABLE", "DATABASE_UNAVAILABLE",
                            "the policy database is unavailable", retry_after_seconds=1.0)
@@ -90,7 +89,10 @@ def fill_unimplemented(servicer_class: type, service: Any) -> type:
     """Give every RPC of `service` that `servicer_class` does not define a handler that answers
     UNIMPLEMENTED with ErrorInfo reason NOT_IMPLEMENTED (instead of grpc's bare default), and
     list them in `servicer_class.UNIMPLEMENTED`."""
-    missing_names = [n for n in service.methods_by_name if n not in vars(servicer_class)]
+    # Defined by the class or a mixin of it, not only by the generated base servicer.
+    own = {n for c in servicer_class.__mro__ if not c.__module__.endswith("_pb2_grpc")
+           for n in vars(c)}
+    missing_names = [n for n in service.methods_by_name if n not in own]
     for name in missing_names:
         async def missing(self: Any, request: Any, context: Any, _name: str = name) -> Any:
             raise unimplemented(f"{service.name}.{_name}")

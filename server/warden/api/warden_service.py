@@ -1,4 +1,4 @@
-"""The data plane servicer: validate -> convert -> engine/store -> convert."""
+"""The data plane servicer: validate -> convert -> the domain services -> convert."""
 
 from __future__ import annotations
 
@@ -8,26 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from warden import engine, metrics
+from warden import metrics
 from warden.api import convert
+from warden.api.answer import authorize_response
 from warden.api.decoding import NUL, Malformed
 from warden.api.errors import fill_unimplemented, rpc
 from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
 from warden.components import Components
-from warden.engine.audit import (
-    Snapshot,
-    audit_setting,
-    expand,
-    explanation,
-    sampled,
-    scrub,
-    scrub_json,
-)
-from warden.engine.model import AuditSetting
-from warden.engine.pricing import cost_micros, find_price
-from warden.errors import WardenError, not_found
-from warden.keys import KeyRecord, authenticate, key_prefix
-from warden.quota import Part
+from warden.errors import WardenError
+from warden.keys import KeyRecord
 from warden.tls import peer_names
 from warden.v1 import warden_pb2, warden_pb2_grpc
 
@@ -56,9 +45,6 @@ def _subject(message) -> warden_pb2.Subject | None:
 # The strings of an AuditEvent besides attributes; the request's deserializer leaves them to
 # _append (warden.api.decoding).
 _EVENT_TEXT = ("event_id", "action", "request_id", "user_id", "model", "provider")
-# Bound once: labels() looks the child up on every call, and Authorize counts one of these.
-_LOGGED, _SAMPLED_OUT, _JOURNAL_FULL = (metrics.DECISION_LOG.labels(outcome) for outcome in
-                                        ("logged", "sampled_out", "journal_full"))
 
 
 def _event_violations(v: Violations, event: warden_pb2.AuditEvent, at: str,
@@ -74,7 +60,32 @@ def _event_violations(v: Violations, event: warden_pb2.AuditEvent, at: str,
     v.check(attributes_error is None, f"{at}.attributes", attributes_error or "")
 
 
+def _check_authorize(request: warden_pb2.AuthorizeRequest) -> None:
+    v = Violations()
+    v.request_id(request.request_id)
+    subject = _subject(request)
+    _check_credentials(v, request.api_key, subject)
+    v.check(not (subject and subject.user_id and request.user_id
+                 and subject.user_id != request.user_id), "user_id",
+            "must be empty or equal subject.user_id")
+    if v.required(request.model, "model"):
+        v.text(request.model, "model")
+    v.text(request.provider, "provider")
+    v.text(request.user_id, "user_id")
+    v.tokens(request.input_tokens, "input_tokens")
+    v.tokens(request.max_output_tokens, "max_output_tokens")
+    if v.tokens(request.min_output_tokens, "min_output_tokens"):
+        v.check(request.min_output_tokens <= (request.max_output_tokens or MAX_TOKENS),
+                "min_output_tokens", "must not exceed max_output_tokens")
+    v.done()
+
+
 class WardenService(warden_pb2_grpc.WardenServicer):
+    """Every handler: validate -> convert -> the domain service -> convert. Authorize answers
+    with bytes (api/answer.py); `app` registers it to send them as they are."""
+
+    RAW_RESPONSES = frozenset({"Authorize"})
+
     def __init__(self, components: Components, trust_unix_peers: bool = False,
                  trusted_clients: frozenset[str] = frozenset()) -> None:
         self._c = components
@@ -88,148 +99,26 @@ class WardenService(warden_pb2_grpc.WardenServicer):
             return True
         return bool(self._trusted_clients and self._trusted_clients & peer_names(context))
 
-    async def _key(self, api_key: str) -> KeyRecord:
-        prefix = key_prefix(api_key)
-        record = await self._c.cache.api_key(prefix) if prefix else None
-        return authenticate(record, api_key, self._c.key_pepper, self._c.clock())
-
     async def _caller(self, api_key: str, subject: warden_pb2.Subject | None,
                       context: grpc.aio.ServicerContext) -> KeyRecord:
         """Who calls: the API key's record, or a keyless record for a trusted subject."""
         if subject is None:
-            return await self._key(api_key)
+            return await self._c.callers.by_key(api_key)
         if not self._trusted(context):
             raise WardenError(
                 "PERMISSION_DENIED", "PERMISSION_DENIED",
                 "an explicit subject is accepted only on WARDEN_SUBJECT_SOCKET or from a client "
                 "certificate named in WARDEN_TLS_TRUSTED_CLIENTS; send api_key",
                 [("subject", "not accepted on this connection")])
-        app = await self._c.cache.app(subject.app_id)
-        if app is None or app[0] != subject.org_id:
-            raise not_found(f"app {subject.app_id!r} of org {subject.org_id!r}")
-        return KeyRecord(id="", org_id=subject.org_id, app_id=subject.app_id, user_id="",
-                         team_ids=(app[1],) if app[1] else (), hash=b"", allowed_models=(),
-                         expire_time=None, revoke_time=None)
-
-    async def _identity(self, key: KeyRecord, user_id: str) -> engine.Identity:
-        """The scope chain of a call: the key's user, or else the end user the app names. An
-        end user the org does not know is logged but has no user scope (and no teams)."""
-        teams = key.team_ids
-        if key.user_id:
-            if user_id and user_id != key.user_id:
-                raise WardenError(
-                    "PERMISSION_DENIED", "PERMISSION_DENIED",
-                    f"API key {key.id} belongs to user {key.user_id!r} and cannot act for "
-                    f"user {user_id!r}", [("user_id", "must be empty or the key's own user")])
-            user_id = key.user_id
-        elif user_id:
-            user_teams = await self._c.cache.user_teams(key.org_id, user_id)
-            if user_teams is None:
-                user_id = ""
-            else:
-                teams = tuple(sorted(set(teams) | set(user_teams)))
-        return engine.Identity(key.org_id, key.app_id, key.id, user_id, teams,
-                               key.allowed_models)
+        return await self._c.callers.by_subject(subject.org_id, subject.app_id)
 
     @rpc
     async def Authorize(self, request: warden_pb2.AuthorizeRequest,
-                        context: grpc.aio.ServicerContext) -> warden_pb2.AuthorizeResponse:
-        v = Violations()
-        v.request_id(request.request_id)
-        subject = _subject(request)
-        _check_credentials(v, request.api_key, subject)
-        v.check(not (subject and subject.user_id and request.user_id
-                     and subject.user_id != request.user_id), "user_id",
-                "must be empty or equal subject.user_id")
-        if v.required(request.model, "model"):
-            v.text(request.model, "model")
-        v.text(request.provider, "provider")
-        v.text(request.user_id, "user_id")
-        v.tokens(request.input_tokens, "input_tokens")
-        v.tokens(request.max_output_tokens, "max_output_tokens")
-        if v.tokens(request.min_output_tokens, "min_output_tokens"):
-            v.check(request.min_output_tokens <= (request.max_output_tokens or MAX_TOKENS),
-                    "min_output_tokens", "must not exceed max_output_tokens")
-        v.done()
-        caller = await self._caller(request.api_key, subject, context)
-        identity = await self._identity(caller, request.user_id or (subject and subject.user_id)
-                                        or "")
-        inp = convert.authorize_input(request)
-        ledger = self._c.ledger
-        claim = ledger.claim(identity.org_id, request.request_id)
-        try:
-            policies = await self._c.cache.policies(identity.scopes())
-            decision, parts, cost = await self._decide(identity, inp, policies)
-        except BaseException:
-            ledger.release(claim)
-            raise
-        explained, snapshot = self._explanation(request, decision, audit_setting(policies))
-        reservation_id = ledger.record(claim, identity, inp, decision, parts, cost, explained,
-                                       snapshot)
-        metrics.DECISIONS.labels("allow" if decision.allowed else "deny",
-                                 decision.reason.value).inc()
-        reply = convert.decision_to_proto(decision, identity)
-        reply.reservation_id = reservation_id
-        return reply
-
-    async def _decide(self, identity: engine.Identity, inp: engine.AuthorizeInput,
-                      policies: list[engine.PolicyRecord]
-                      ) -> tuple[engine.Decision, list[Part], int]:
-        """The decision, what it took from each quota, and its worst-case cost."""
-        cache = self._c.cache
-        prices = await cache.prices()
-        try:
-            plan = engine.plan(identity, inp, policies, await cache.provider_switches(), prices,
-                               self._c.default_max_output_tokens)
-        except engine.Unpriced as exc:
-            raise WardenError(
-                "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
-                f"budget {exc.policy_id!r} applies to model {exc.model!r} (provider "
-                f"{exc.provider!r}), which has no price: set one with Admin.SetModelPrice, or "
-                "give the budget default prices") from None
-        if plan.route is None or not plan.checks:
-            return engine.decide(plan, []), [], self._worst_cost(plan, prices)
-        outcomes, fit, parts = await self._c.quotas.take(
-            plan.checks, plan.route.max_output_tokens, plan.min_output_tokens, self._c.clock())
-        decision = engine.decide(plan, outcomes, fit.max_output)
-        return decision, parts, self._worst_cost(plan, prices, decision)
-
-    def _explanation(self, request: warden_pb2.AuthorizeRequest, decision: engine.Decision,
-                     setting: AuditSetting) -> tuple[dict | None, Snapshot | None]:
-        """The attributes of the "authorize.decision" event that explains a sampled decision,
-        and the snapshot they refer to (None when they hold every field themselves: a setting
-        that masks or hashes fields names them in the full form). They travel in the
-        decision's journal record (which gives the event its id, time, user, model and
-        provider when it is flushed), so they cost no fsync wait and no record of their own;
-        they are left out (counted) when the journal is full, the decision never is."""
-        rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
-        if not sampled(rate, request.request_id):
-            _SAMPLED_OUT.inc()
-            return None, None
-        if self._c.ledger.full():
-            _JOURNAL_FULL.inc()
-            return None, None
-        attributes, snapshot = explanation(decision)
-        if setting.mask_fields or setting.hash_fields:
-            attributes, snapshot = expand(attributes, snapshot.body), None
-        if setting.store_prompts:
-            attributes["messages"] = [{"role": m.role, "content": m.content}
-                                      for m in request.messages]
-        _LOGGED.inc()
-        return scrub(attributes, setting, self._c.key_pepper), snapshot
-
-    @staticmethod
-    def _worst_cost(plan: engine.Plan, prices, decision: engine.Decision | None = None) -> int:
-        """What the routed call costs at most at its model's price (0 when it has none)."""
-        route = decision.route if decision else plan.route
-        if route is None:
-            return 0
-        budget = next((c for c in plan.checks if c.policy.budget is not None), None)
-        if budget is not None:
-            return budget.demand.amount(route.max_output_tokens)
-        price = find_price(prices, route.provider, route.model)
-        return cost_micros(price, plan.request.input_tokens, route.max_output_tokens, 0) \
-            if price else 0
+                        context: grpc.aio.ServicerContext) -> bytes:
+        _check_authorize(request)
+        caller = await self._caller(request.api_key, _subject(request), context)
+        return authorize_response(await self._c.authorizer.authorize(
+            caller, convert.authorize_input(request)))
 
     @rpc
     async def RecordUsage(self, request: warden_pb2.RecordUsageRequest,
@@ -264,12 +153,13 @@ class WardenService(warden_pb2_grpc.WardenServicer):
             "provider": request.provider, "outcome": convert.OUTCOMES[request.outcome],
             "latency_ms": latency,
         }
-        cost, duplicate = await self._c.ledger.settle(
+        cost, duplicate = await self._c.reservations.settle(
             key.org_id, row, request.reservation_id,
             request.cost_micros if request.HasField("cost_micros") else None,
             await self._c.cache.prices())
         metrics.USAGE_RECORDS.labels(str(duplicate).lower()).inc()
-        return warden_pb2.RecordUsageResponse(cost_micros=cost, duplicate=duplicate)
+        return warden_pb2.RecordUsageResponse(cost_micros=cost or 0, duplicate=duplicate,
+                                              cost_unknown=cost is None)
 
     async def _append(self, key: KeyRecord, events, field: str) -> list[str]:
         """Validate a batch and journal it atomically; return the event ids in order."""
@@ -315,12 +205,7 @@ class WardenService(warden_pb2_grpc.WardenServicer):
         ids = [r["event_id"] for r in rows]
         v.check(len(set(ids)) == len(ids), field, "event ids must be unique within a batch")
         v.done()
-        setting = audit_setting(await self._c.cache.policies(
-            engine.Identity(key.org_id, key.app_id, key.id, "", key.team_ids).scopes()))
-        for row in rows:
-            row["attributes"] = scrub_json(row["attributes"], setting, self._c.key_pepper)
-        await self._c.ledger.audit(key.org_id, key.app_id, rows)
-        metrics.AUDIT_EVENTS.inc(len(rows))
+        await self._c.audit_log.append(key, rows)
         return ids
 
     @rpc

@@ -1,7 +1,8 @@
 """The decision engine: plain dataclasses in, a Decision out. No I/O imports here
 (tests/unit/test_structure.py enforces it)."""
 
-from warden.engine.decide import DEFAULT_MAX_OUTPUT_TOKENS, Fit, Unpriced, decide, fit, plan
+from warden.engine.compiled import DEFAULT_MAX_OUTPUT_TOKENS, CompiledSet, Unpriced, compile_set
+from warden.engine.decide import Fit, decide, fit
 from warden.engine.model import (
     AuthorizeInput,
     Budget,
@@ -9,6 +10,7 @@ from warden.engine.model import (
     Demand,
     Identity,
     ModelAccess,
+    Part,
     Plan,
     PolicyRecord,
     PolicyResult,
@@ -26,8 +28,10 @@ from warden.engine.model import (
 
 __all__ = [
     "AuthorizeInput",
+    "CompiledSet",
     "Decision",
     "Identity",
+    "Part",
     "DEFAULT_MAX_OUTPUT_TOKENS",
     "Budget",
     "Demand",
@@ -46,8 +50,8 @@ __all__ = [
     "Selector",
     "Target",
     "Unpriced",
+    "compile_set",
     "decide",
     "fit",
-    "plan",
     "policy_from_row",
 ]

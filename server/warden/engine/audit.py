@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import json
@@ -22,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from warden.engine.model import AuditSetting, Decision, PolicyRecord, Reason, bucket_time
+from warden.engine.model import AuditSetting, Decision, PolicyRecord, Reason
 
 DEFAULT = AuditSetting()
 # Attributes that carry prompt or completion text (top level of an event's attributes).
@@ -65,38 +64,31 @@ class Snapshot:
     body: dict[str, Any]
 
 
-@functools.lru_cache(maxsize=4096)
-def _snapshot(results: tuple[tuple, ...], limits: tuple[tuple, ...]) -> Snapshot:
-    """From (policy id, scope kind, scope id, then the other fixed fields) per result and
-    limit: the scope is one "kind:id" field in the body."""
-    def fixed(rows: tuple[tuple, ...]) -> list[list]:
-        return [[i, f"{kind}:{scope}", *rest] for i, kind, scope, *rest in rows]
-
-    body = {"results": fixed(results), "limits": fixed(limits)}
+def snapshot_of(decision: Decision) -> Snapshot:
+    """The snapshot of a decision's fixed fields (the scope is one "kind:id" field)."""
+    body = {
+        "results": [[r.policy_id, f"{r.scope_kind}:{r.scope_id}", r.policy_type, r.mode]
+                    for r in decision.results],
+        "limits": [[p.id, f"{p.scope_kind}:{p.scope_id}", p.metric, p.limit]
+                   for p in (o.check.policy for o in decision.limits)]}
     text = json.dumps(body, separators=(",", ":"), sort_keys=True)
     return Snapshot(hashlib.sha256(text.encode()).hexdigest()[:32], body)
 
 
-def explanation(decision: Decision) -> tuple[dict[str, Any], Snapshot]:
-    """The decision's reasons as the attributes of an "authorize.decision" event, and the
-    snapshot they refer to. What repeats from call to call (each result's policy, scope, type
-    and mode; each limit's policy, scope, metric and limit) is in the snapshot; the attributes
-    hold its id and what this call decided, as positional lists: the results that are not a
-    plain allow as [index, then RESULT[4:]], limits as [remaining, reset_time], the route in
-    ROUTE order. `expand` joins the two into the full form GetRequestStory rebuilds the
-    AuthorizeResponse from."""
+def explanation(decision: Decision, snapshot: Snapshot) -> dict[str, Any]:
+    """The decision's reasons as the attributes of an "authorize.decision" event that refers to
+    its snapshot (snapshot_of; a compiled set keeps its few). What repeats from call to call
+    (each result's policy, scope, type and mode; each limit's policy, scope, metric and limit)
+    is in the snapshot; the attributes hold its id and what this call decided, as positional
+    lists: the results that are not a plain allow as [index, then RESULT[4:]], limits as
+    [remaining, reset_time], the route in ROUTE order. `expand` joins the two into the full
+    form GetRequestStory rebuilds the AuthorizeResponse from."""
     route = decision.route
-    snapshot = _snapshot(
-        tuple((r.policy_id, r.scope_kind, r.scope_id, r.policy_type, r.mode)
-              for r in decision.results),
-        tuple((p.id, p.scope_kind, p.scope_id, p.metric, p.limit)
-              for p in (o.check.policy for o in decision.limits)))
     attributes: dict[str, Any] = {
         "decision": "allow" if decision.allowed else "deny",
         "reason": decision.reason.value,
         "snapshot": snapshot.id,
-        "limits": [[o.remaining, bucket_time(o.reset_time) if o.reset_time else None]
-                   for o in decision.limits],
+        "limits": [[o.remaining, o.reset_text] for o in decision.limits],
     }
     own = [[i, r.allowed, r.reason.value, r.message] for i, r in enumerate(decision.results)
            if not r.allowed or r.reason is not Reason.ALLOWED or r.message]
@@ -107,7 +99,7 @@ def explanation(decision: Decision) -> tuple[dict[str, Any], Snapshot]:
                                [[t.provider, t.model] for t in route.fallbacks]]
     if decision.retry_after is not None:
         attributes["retry_after_seconds"] = decision.retry_after.total_seconds()
-    return attributes, snapshot
+    return attributes
 
 
 def expand(attributes: dict[str, Any], body: Mapping[str, Any] | None) -> dict[str, Any]:

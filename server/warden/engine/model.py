@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from warden.engine.pricing import Price
-
-# A bucket's bounds (quota reset times, bucket starts) repeat from call to call, and isoformat
-# costs about 2 µs a call on the 2-core bench machine: a decision formats eight of them. Equal
-# instants share a string, whatever their time zone.
-bucket_time = functools.lru_cache(maxsize=4096)(datetime.isoformat)
 
 
 class Reason(enum.Enum):
@@ -262,6 +256,7 @@ class AuthorizeInput:
     max_output_tokens: int = 0
     user_id: str = ""  # the app's end user, when the caller names one
     min_output_tokens: int = 0  # the least max_output_tokens the caller can use (0: 1)
+    messages: tuple[tuple[str, str], ...] = ()  # (role, content) of the prompt's messages
 
 
 @dataclass(frozen=True)
@@ -276,7 +271,7 @@ class PolicyResult:
     message: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Demand:
     """What a call takes from one quota, given the max_output_tokens it may use:
     ceil((fixed + per_output * max_output_tokens) / scale). Token counts have scale 1; a cost
@@ -301,15 +296,16 @@ class Demand:
 MAX_OUTPUT = 2**62
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QuotaCheck:
     """Take `demand` from `policy`'s allowance (rate limit or budget), all or nothing."""
 
     policy: PolicyRecord
     demand: Demand
+    admitted: PolicyResult | None = None  # its result when it admits with nothing to say
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QuotaOutcome:
     check: QuotaCheck
     admitted: bool
@@ -319,6 +315,18 @@ class QuotaOutcome:
     reset_time: datetime | None  # when allowance frees up next
     unavailable: bool = False  # more was needed and the database could not be reached
     binding: bool = False  # this quota lowered the call's max_output_tokens
+    reset_text: str | None = None  # reset_time in ISO 8601, formatted once per lease grant
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """What one call took from one quota: settlement refunds or charges the difference."""
+
+    policy_id: str
+    bucket: datetime | None  # None: admitted fail-open, owed rather than leased
+    metric: str
+    amount: int
+    bucket_text: str | None = None  # bucket in ISO 8601 (formatted once per lease grant)
 
 
 @dataclass(frozen=True)
@@ -338,6 +346,8 @@ class Plan:
     route: Route | None = None  # None when a static check denied
     # The least max_output_tokens the call may be given (budget-aware answers lower it to fit).
     min_output_tokens: int = 0
+    # The results every call of its compiled set starts with (the first of `results`).
+    fixed: tuple[PolicyResult, ...] = ()
 
     @property
     def denied(self) -> bool:

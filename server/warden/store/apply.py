@@ -20,6 +20,7 @@ from warden.store.postgres import (
     UPDATE_POLICY,
     UPDATE_POLICY_COLUMNS,
     insert_sql,
+    postgres_store,
 )
 
 # Arbitrary but fixed, and distinct from the migration lock (store/migrate.py).
@@ -45,6 +46,7 @@ class _RollBack(Exception):
     """Raised to leave the transaction of a dry run without committing it."""
 
 
+@postgres_store
 class PostgresApplyStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -20,6 +20,7 @@ from typing import Protocol
 import asyncpg
 
 from warden.store.base import Row
+from warden.store.postgres import postgres_store
 
 _EVENT_COLUMNS = ("e.org_id, e.app_id, e.event_id, e.event_time, e.receive_time, e.action,"
                   " e.request_id, e.user_id, e.model, e.provider, e.attributes,"
@@ -112,6 +113,7 @@ def list_events_sql(where: AuditFilter, after: bool) -> tuple[str, list[str]]:
     return sql, fields
 
 
+@postgres_store
 class PostgresAuditQueryStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -1,18 +1,22 @@
-"""What the rest of Warden needs from storage. Postgres implements each of these in
-store/postgres.py; tests/contract runs one suite against it.
+"""What the rest of Warden needs from storage, on both planes. Postgres implements each of
+these (store/postgres.py, lookups.py, apply.py, counters.py, decision_log.py); the counter store
+also has an in-memory implementation (store/memory.py) for tests. tests/contract runs one suite
+per Protocol against every implementation.
 
 Admin-facing rows are plain mappings keyed by column name (asyncpg Records satisfy this);
-the data-plane methods speak the engine's dataclasses.
+the data-plane methods speak the engine's dataclasses. Every method raises
+warden.errors.StoreUnavailable when its backend cannot be reached, never a driver's error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from warden.engine import PolicyRecord, ProviderSwitch
+from warden.engine.model import Part
 from warden.engine.pricing import Price
 from warden.keys import KeyRecord
 
@@ -133,4 +137,134 @@ class ApplyStore(Protocol):
         """Converge the declared orgs in one transaction (serialized against other applies) and
         return every change in the order made; with dry_run, compute them and roll back. A
         declaration that cannot be applied raises WardenError and changes nothing."""
+        ...
+
+
+# -- the data plane ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one lease call handed out, and the state of its quota after it."""
+
+    granted: int  # of what was asked for: at most the limit less everything counted
+    used: int  # everything the window or period counts after this grant, every sidecar's
+    bucket_start: datetime  # the bucket the grant counts in (a window's 1/120; a period)
+    bucket_end: datetime
+    reset_time: datetime  # when allowance frees up next
+    db_now: datetime  # the store's clock when it granted
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    """The audit event that says a budget's period reached its alert threshold."""
+
+    policy_id: str
+    event_id: str  # names the policy and the period: one event per period, whoever raises it
+    time: datetime
+    attributes: Mapping[str, Any]
+
+
+class CounterStore(Protocol):
+    """Quota counters shared by every sidecar: per quota and bucket, everything handed out to
+    sidecars plus what settlements charged beyond their reservations. Never hands out more
+    than a limit in any window or period, however many sidecars ask at once."""
+
+    async def lease(self, policy_id: str, limit: int, want: int, window: timedelta | None,
+                    period: str, debt: int, returned: tuple[datetime, int] | None) -> Grant:
+        """Hand out up to `want` of the quota's allowance left in its current bucket: a sliding
+        `window` (rate limits: 120 buckets, the oldest counted whole) or a calendar `period`
+        ("day" or "month" in the org's time zone; budgets). First give back `returned`
+        (bucket start, amount) unspent from an ended lease, and charge `debt` (admitted while
+        the store was away) to the current bucket even past the limit. One call per quota at
+        a time across all sidecars."""
+        ...
+
+    async def adjust(self, deltas: Sequence[tuple[str, datetime, int]]) -> None:
+        """Add each (policy id, bucket start, delta) to its bucket: negative gives back,
+        positive charges. A bucket never goes below zero; a deleted policy's deltas are
+        dropped."""
+        ...
+
+    async def raise_alert(self, alert: BudgetAlert) -> bool:
+        """Store the alert event unless its org already has an event with its id; True when
+        this call stored it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Journal records to apply in one transaction, as the journal holds them."""
+
+    decisions: Sequence[bytes]  # JSON objects (records.decision_record)
+    usage: Sequence[bytes]  # JSON objects (records.usage_record)
+    # Audit events as rows of COPY text format (records.copy_rows, the journal's payload), and
+    # whether no row of them needs the look-up by id (every event carries the caller's time).
+    audit: Sequence[tuple[bytes, bool]]
+    fresh: bool  # journaled by this process, so every org named exists (orgs are never deleted)
+    sidecar: str  # the sidecar that journaled it, which owns its decisions' reservations
+
+
+@dataclass(frozen=True)
+class SettledElsewhere:
+    """The usage another sidecar stored for a reservation of this one, which this one
+    settles."""
+
+    org_id: str
+    request_id: str
+    usage: Mapping[str, Any]  # the stored usage (tokens, cost, outcome, ...)
+    parts: tuple[Part, ...]  # the reservation's
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a Batch did beyond storing it."""
+
+    conflicting: int  # decisions whose request id the org had already logged for another call
+    usage_orphaned: int  # usage naming no logged, allowed request
+    audit_orphaned: int  # audit events of an org the store does not have
+    # The batch's sidecar's reservations whose usage another sidecar stored, handed over once.
+    settled_elsewhere: Sequence[SettledElsewhere] = ()
+
+
+@dataclass(frozen=True)
+class StoredReservation:
+    """An allowed call's reservation as the decision log holds it."""
+
+    allowed: bool
+    reservation_id: str
+    model: str
+    provider: str
+    parts: tuple[Part, ...]
+    expire_time: datetime | None
+    price: Price | None  # the price the reservation was made at, when not the price table's
+    usage: Mapping[str, Any] | None  # the usage stored for it, if any
+    owner: str  # the sidecar that made it
+
+
+class DecisionLog(Protocol):
+    """The durable record of decisions, usage and audit events, applied from each sidecar's
+    journal. Applying is idempotent: a record applied twice (a journal replayed after a
+    crash) is stored once and changes the counters once."""
+
+    async def apply(self, batch: Batch) -> Applied:
+        """Store the batch in one transaction. Decisions are logged once per (org, request
+        id), owned by the batch's sidecar. Usage is stored once per request: when the owner's,
+        its adjustments (what the owner did not settle in its leases) are applied to the
+        counters; when another sidecar's, it is held for the owner, who settles it itself:
+        it gets each such usage once, in `settled_elsewhere`, from its next apply (an empty
+        batch claims too), while the reservation has not expired; after that, `expire`
+        settles it in the counters. So a reservation is settled once, by one sidecar. Raises
+        StoreRefused when a value in the batch can never be stored (the caller bisects),
+        StoreUnavailable when the store is away."""
+        ...
+
+    async def reservation(self, org_id: str, request_id: str) -> StoredReservation | None:
+        """The logged decision of a request id (with its usage), or None."""
+        ...
+
+    async def expire(self, limit: int) -> int:
+        """Settle up to `limit` reservations whose time ran out at their reserved amount, and
+        the held usage of expired reservations in the counters; return how many reservations
+        expired. Any number of sidecars may run it at once."""
         ...

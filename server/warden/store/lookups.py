@@ -14,6 +14,7 @@ from warden import metrics
 from warden.engine import PolicyRecord, ProviderSwitch, policy_from_row
 from warden.engine.pricing import Price
 from warden.keys import KeyRecord
+from warden.store.postgres import postgres_store
 
 log = logging.getLogger("warden.changes")
 
@@ -30,6 +31,7 @@ FROM api_keys k WHERE k.prefix = $1
 """
 
 
+@postgres_store
 class PostgresLookupStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
-from warden.errors import WardenError, already_exists, not_found
+from warden.errors import StoreUnavailable, WardenError, already_exists, not_found
 from warden.store.base import Row
 
 # Errors that mean "the database is away", not "this request is wrong": lost or refused
@@ -26,8 +29,32 @@ def database_unavailable(exc: BaseException) -> bool:
         and "not currently accepting connections" in str(exc))
 
 
-# The temporary table each flush COPYs its audit events into (ledger.store): one per session,
-# made when the connection is, emptied by every commit.
+Store = TypeVar("Store", bound=type)
+
+
+def _unavailable_as_store_error(method: Callable) -> Callable:
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+    return call
+
+
+def postgres_store(cls: Store) -> Store:
+    """Every public coroutine method of a Postgres store raises StoreUnavailable when the
+    database is away, so that callers outside store/ never see asyncpg's errors."""
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _unavailable_as_store_error(method))
+    return cls
+
+
+# The temporary table each flush COPYs its audit events into (store/decision_log.py): one per
+# session, made when the connection is, emptied by every commit.
 AUDIT_IN = "warden_audit_in"
 AUDIT_COLUMNS = ("org_id", "app_id", "event_id", "event_time", "action", "request_id",
                  "user_id", "model", "provider", "attributes", "time_assigned")
@@ -92,6 +119,7 @@ UPDATE_POLICY = ("UPDATE policies SET name = $2, mode = $3, priority = $4, locke
                  " WHERE id = $1")
 
 
+@postgres_store
 class PostgresDirectoryStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -205,6 +233,7 @@ SCOPE_ORG = {
 }
 
 
+@postgres_store
 class PostgresPolicyStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -256,6 +285,7 @@ class PostgresPolicyStore:
             "ORDER BY id LIMIT $4", *scope, after, limit)
 
 
+@postgres_store
 class PostgresPriceStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -276,6 +306,7 @@ class PostgresPriceStore:
         return await self._pool.fetch("SELECT * FROM model_prices ORDER BY provider, model")
 
 
+@postgres_store
 class PostgresAuditSink:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

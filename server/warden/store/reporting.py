@@ -17,6 +17,7 @@ import asyncpg
 
 from warden.store.base import Row
 from warden.store.postgres import SCOPE_ORG as _SCOPE_ORG
+from warden.store.postgres import postgres_store
 
 # Whether request r belongs to scope (kind, id), both SQL expressions. A team's requests are
 # those of its apps and of its users (memberships as they are now, not as they were).
@@ -187,6 +188,7 @@ class ReportingStore(Protocol):
         ...
 
 
+@postgres_store
 class PostgresReportingStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -189,12 +189,14 @@ class RecordUsageRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., api_key: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reservation_id: _Optional[str] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("cost_micros", "duplicate")
+    __slots__ = ("cost_micros", "duplicate", "cost_unknown")
     COST_MICROS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    COST_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     cost_micros: int
     duplicate: bool
-    def __init__(self, cost_micros: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    cost_unknown: bool
+    def __init__(self, cost_micros: _Optional[int] = ..., duplicate: _Optional[bool] = ..., cost_unknown: _Optional[bool] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("event_id", "time", "action", "request_id", "user_id", "model", "provider", "attributes")

@@ -1,0 +1,126 @@
+"""The data plane's one decision pipeline, for every entry point (the gRPC API; the Envoy
+adapters call the same object).
+
+Per call, in order: the caller's scope chain (callers.py); the compiled policy set of that chain
+and the model asked for (cache.py: compiled once, dropped by the change feed); the request id
+claimed; the set's plan for this call (token demands, caps); the quota leases taken, all or
+nothing (quota.py); the decision; its explanation, if sampled; the journal record
+(reservations.py). Everything that depends only on the policies was worked out when the set
+was compiled; what remains here is what varies per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from warden import metrics
+from warden.cache import Cache
+from warden.callers import Callers
+from warden.engine import AuthorizeInput, CompiledSet, Decision, Plan, Unpriced, decide
+from warden.engine.audit import Snapshot, expand, explanation, sampled, scrub
+from warden.errors import WardenError
+from warden.journal import Journal
+from warden.keys import KeyRecord
+from warden.quota import Quotas
+from warden.reservations import Reservations
+
+# Bound once: labels() looks the child up on every call, and every decision counts one.
+_LOGGED, _SAMPLED_OUT, _JOURNAL_FULL = (metrics.DECISION_LOG.labels(outcome) for outcome in
+                                        ("logged", "sampled_out", "journal_full"))
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """A decided call: the decision, the plan and set it came from (for adapters that encode
+    answers from what the set fixes), and its id (an allowed call's reservation id)."""
+
+    compiled: CompiledSet
+    plan: Plan
+    decision: Decision
+    decision_id: str
+
+    @property
+    def reservation_id(self) -> str:
+        return self.decision_id if self.decision.allowed else ""
+
+
+class Authorizer:
+    def __init__(self, callers: Callers, cache: Cache, quotas: Quotas,
+                 reservations: Reservations, journal: Journal, clock: Callable[[], datetime],
+                 key_pepper: bytes) -> None:
+        self._callers = callers
+        self._cache = cache
+        self._quotas = quotas
+        self._reservations = reservations
+        self._journal = journal
+        self._clock = clock
+        self._pepper = key_pepper
+        self._decisions: dict[tuple[bool, str], Any] = {}
+
+    async def authorize(self, caller: KeyRecord, request: AuthorizeInput) -> Authorization:
+        identity = await self._callers.identity(caller, request.user_id)
+        compiled = await self._cache.compiled(identity, request.model, request.provider)
+        claim = self._reservations.claim(identity.org_id, request.request_id)
+        try:
+            plan = compiled.plan(request)
+            parts: list = []
+            if plan.route is None or not plan.checks:
+                decision = decide(plan, ())
+            else:
+                outcomes, got, parts = await self._quotas.take(
+                    plan.checks, plan.route.max_output_tokens, plan.min_output_tokens,
+                    self._clock())
+                decision = decide(plan, outcomes, got.max_output)
+        except Unpriced as exc:
+            self._reservations.release(claim)
+            raise WardenError(
+                "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
+                f"budget {exc.policy_id!r} applies to model {exc.model!r} (provider "
+                f"{exc.provider!r}), which has no price: set one with Admin.SetModelPrice, or "
+                "give the budget default prices") from None
+        except BaseException:
+            self._reservations.release(claim)
+            raise
+        explained, snapshot = self._explanation(compiled, plan, decision, request)
+        decision_id = self._reservations.record(
+            claim, identity, request, decision, parts, compiled.worst_cost(plan, decision),
+            compiled.price if compiled.price_is_default else None, explained, snapshot)
+        self._count(decision)
+        return Authorization(compiled, plan, decision, decision_id)
+
+    def _count(self, decision: Decision) -> None:
+        key = (decision.allowed, decision.reason.value)
+        counter = self._decisions.get(key)
+        if counter is None:
+            counter = self._decisions[key] = metrics.DECISIONS.labels(
+                "allow" if decision.allowed else "deny", decision.reason.value)
+        counter.inc()
+
+    def _explanation(self, compiled: CompiledSet, plan: Plan, decision: Decision,
+                     request: AuthorizeInput) -> tuple[dict | None, Snapshot | None]:
+        """The attributes of the "authorize.decision" event that explains a sampled decision,
+        and the snapshot they refer to (None when they hold every field themselves: a setting
+        that masks or hashes fields names them in the full form). They travel in the
+        decision's journal record (which gives the event its id, time, user, model and
+        provider when it is flushed), so they cost no fsync wait and no record of their own;
+        they are left out (counted) when the journal is full, the decision never is."""
+        setting = compiled.audit
+        rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
+        if not sampled(rate, request.request_id):
+            _SAMPLED_OUT.inc()
+            return None, None
+        if self._journal.full():
+            _JOURNAL_FULL.inc()
+            return None, None
+        snapshot: Snapshot | None = compiled.snapshot(plan, decision)
+        attributes = explanation(decision, snapshot)
+        if setting.mask_fields or setting.hash_fields:
+            attributes, snapshot = expand(attributes, snapshot.body), None
+        if setting.store_prompts:
+            attributes["messages"] = [{"role": role, "content": content}
+                                      for role, content in request.messages]
+        _LOGGED.inc()
+        return scrub(attributes, setting, self._pepper), snapshot
