@@ -55,7 +55,7 @@ STORE_STALL_SECONDS = 30.0
 POLL_SECONDS = 0.05
 REFUSED_PAUSE = 0.1  # before a worker opens a new stream after RESOURCE_EXHAUSTED
 # What grpc.aio reports for a client-streaming call whose server answered while the client was
-# still writing: the server's status is lost (grpc/grpc#36066; fix proposed in grpc/grpc#43486).
+# still writing: the server's status is lost (a known grpc.aio bug, open upstream).
 MASKED_STATUS = "Internal error from Core"
 ACTION = "llm.call"
 # What an app typically attaches to an LLM call's audit event.
@@ -141,7 +141,7 @@ async def worker(stub: warden_pb2_grpc.WardenStub, api_key: str, load: Load,
                 # A full journal pushing back (WARDEN_JOURNAL_MAX_BYTES): by design, not a
                 # failure. Its events were not acknowledged; the stream's earlier messages may
                 # be stored all the same. When the refusal came while this client was still
-                # writing, grpc.aio reports MASKED_STATUS instead (grpc/grpc#36066).
+                # writing, grpc.aio reports MASKED_STATUS instead.
                 masked = exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
                 load.refused += not masked
                 load.masked += masked
