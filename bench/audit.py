@@ -3,8 +3,7 @@ sidecar's fsync'd journal) and stored in Postgres, and the acknowledgement laten
 no-op gRPC server's StreamAudit in the same run.
 
     python bench/audit.py [--streams 8] [--messages 10] [--events 100] [--seconds 10]
-                          [--warmup 2] [--database-url URL | --database-url embedded]
-                          [--json PATH]
+                          [--warmup 2] [--database-url URL | embedded] [--json PATH]
 
 Starts bench/noop_server.py and a real `warden serve` on a fresh database, creates org `bench`,
 app `bench-app` and an API key through the Admin API, then drives each server in turn, no-op
@@ -31,48 +30,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import grpc
-
-# authorize, noop_server and quotas: beside this file, which is on sys.path when run as
-# `python bench/audit.py`.
-from authorize import (
-    HERE,
-    HOST,
-    BenchError,
-    admin_metadata,
-    free_ports,
-    fresh_database,
-    machine,
-    percentile_ms,
-    scrape_metrics,
-    secrets_env,
-    start_server,
-    unwind_on_signals,
-    warden_command,
-)
+import harness
 from google.protobuf import struct_pb2, timestamp_pb2
-from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
-from quotas import (
-    add_database_url,
-    cpu_seconds,
-    database_kind,
-    metric_sums,
-    on_database_server,
-)
+from harness import Bench, num, ratio
+from load import percentile_ms
+from servers import BenchError, cpu_seconds, machine_busy, metric_sums, say, scrape
 
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
+ORG_ID, APP_ID, USER_ID = "bench", "bench-app", "bench-user"
+MODEL, PROVIDER = "gpt-4o-mini", "openai"
 MAX_EVENTS_PER_MESSAGE = 1000  # the server's limit (api/warden_service.py MAX_AUDIT_BATCH)
 STREAM_TIMEOUT = 60.0
 # After the load the journal's backlog must shrink at least this often, or the bench gives up.
@@ -80,7 +55,7 @@ STORE_STALL_SECONDS = 30.0
 POLL_SECONDS = 0.05
 REFUSED_PAUSE = 0.1  # before a worker opens a new stream after RESOURCE_EXHAUSTED
 # What grpc.aio reports for a client-streaming call whose server answered while the client was
-# still writing: the server's status is lost (grpc/grpc#36066; fix proposed in grpc/grpc#43486).
+# still writing: the server's status is lost (a known grpc.aio bug, open upstream).
 MASKED_STATUS = "Internal error from Core"
 ACTION = "llm.call"
 # What an app typically attaches to an LLM call's audit event.
@@ -166,7 +141,7 @@ async def worker(stub: warden_pb2_grpc.WardenStub, api_key: str, load: Load,
                 # A full journal pushing back (WARDEN_JOURNAL_MAX_BYTES): by design, not a
                 # failure. Its events were not acknowledged; the stream's earlier messages may
                 # be stored all the same. When the refusal came while this client was still
-                # writing, grpc.aio reports MASKED_STATUS instead (grpc/grpc#36066).
+                # writing, grpc.aio reports MASKED_STATUS instead.
                 masked = exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
                 load.refused += not masked
                 load.masked += masked
@@ -198,13 +173,6 @@ async def worker(stub: warden_pb2_grpc.WardenStub, api_key: str, load: Load,
 
 # --- what the servers and Postgres spent ------------------------------------------------------
 
-def machine_busy() -> float:
-    """CPU seconds all processes of the machine spent so far (/proc/stat: all but idle and
-    iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Probe:
     """Warden's database and metrics, sampled by the sampler during the load."""
@@ -225,7 +193,7 @@ class Probe:
         return await self.conn.fetchval("SELECT count(*) FROM audit_events")
 
     async def pending(self) -> float:
-        text = await asyncio.to_thread(scrape_metrics, self.metrics_target)
+        text = await asyncio.to_thread(scrape, self.metrics_target)
         return sum(metric_sums(text, "warden_journal_pending_records", "").values())
 
 
@@ -300,9 +268,8 @@ async def drive(target: str, api_key: str, args: argparse.Namespace, server_pid:
 
 # --- Warden: tenant, storage, checks ---------------------------------------------------------
 
-async def create_tenant(target: str, admin_token: str) -> str:
+async def create_tenant(target: str, auth: tuple[tuple[str, str], ...]) -> str:
     """Org `bench`, app `bench-app` and a key of that app: all StreamAudit needs."""
-    auth = admin_metadata(admin_token)
     async with grpc.aio.insecure_channel(target) as channel:
         admin = admin_pb2_grpc.AdminStub(channel)
         await admin.CreateOrg(admin_pb2.CreateOrgRequest(org=admin_pb2.Org(id=ORG_ID)),
@@ -396,81 +363,60 @@ def warden_checks(figures: dict, stored: dict, metrics: dict[str, float], load: 
 
 # --- run ---------------------------------------------------------------------------------------
 
-def run(args: argparse.Namespace, base_url: str, tmp: Path, problems: list[str]) -> dict:
-    noop_port, warden_port, metrics_port = free_ports(3)
-    noop_target, warden_target = f"{HOST}:{noop_port}", f"{HOST}:{warden_port}"
-    metrics_target = f"{HOST}:{metrics_port}"
-    admin_token, env = secrets_env()
+def work(bench: Bench) -> dict:
+    args = bench.args
     run_id = os.urandom(4).hex()
-    with contextlib.ExitStack() as stack:
-        database_url = stack.enter_context(fresh_database(base_url))
-        print("starting warden and the no-op server ...", file=sys.stderr)
-        warden = start_server(stack, "warden",
-                              warden_command(warden_target, tmp / "warden", database_url,
-                                             metrics_target),
-                              warden_target, tmp / "warden.log", env)
-        noop = start_server(stack, "noop server",
-                            [sys.executable, str(HERE / "noop_server.py"), "--listen",
-                             noop_target], noop_target, tmp / "noop.log")
+    database_url = bench.database()
+    say("starting warden and the no-op server ...")
+    warden = bench.warden(database_url)
+    noop = bench.noop()
+    try:
+        api_key = asyncio.run(create_tenant(warden.target, bench.auth))
+    except grpc.aio.AioRpcError as exc:
+        raise BenchError(f"cannot set up the tenant: {exc.code().name}: "
+                                 f"{exc.details()}") from None
+    results: dict = {}
+    say(f"no-op: {args.warmup:g} s warm-up, {args.seconds:g} s measured ...")
+    results["noop"], noop_load = asyncio.run(
+        drive(noop.target, api_key, args, noop.pid, f"noop-{run_id}-", run_id))
+    say(f"warden: {args.warmup:g} s warm-up, {args.seconds:g} s measured, then the journal's "
+        "way into Postgres ...")
+
+    async def warden_run() -> tuple[dict, Load, dict, str]:
+        probe = Probe(database_url, warden.metrics)
+        probe.conn = await asyncpg.connect(database_url, timeout=10)
         try:
-            api_key = asyncio.run(create_tenant(warden_target, admin_token))
-        except grpc.aio.AioRpcError as exc:
-            raise BenchError(f"cannot set up the tenant: {exc.code().name}: {exc.details()}"
-                             ) from None
-        results: dict = {}
-        print(f"no-op: {args.warmup:g} s warm-up, {args.seconds:g} s measured ...",
-              file=sys.stderr)
-        results["noop"], noop_load = asyncio.run(
-            drive(noop_target, api_key, args, noop.pid, f"noop-{run_id}-", run_id))
-        print(f"warden: {args.warmup:g} s warm-up, {args.seconds:g} s measured, then the "
-              "journal's way into Postgres ...", file=sys.stderr)
+            figures, load = await drive(warden.target, api_key, args, warden.pid,
+                                        f"{run_id}-", run_id, probe)
+            stored_at, figures["pending_after"] = await wait_stored(probe)
+            figures["drain_s"] = None
+            figures["stored_per_s"] = None
+            if stored_at is not None and load.first_send:
+                figures["drain_s"] = round(stored_at - load.last_ack, 2)
+                figures["stored_per_s"] = round(load.events / (stored_at - load.first_send), 1)
+                figures["store_window_s"] = round(stored_at - load.first_send, 2)
+            stored = await check_stored(probe, load, f"{run_id}-", run_id)
+        finally:
+            await probe.conn.close()
+        return figures, load, stored, await asyncio.to_thread(warden.scrape)
 
-        async def warden_run() -> tuple[dict, Load, dict, str]:
-            probe = Probe(database_url, metrics_target)
-            probe.conn = await asyncpg.connect(database_url, timeout=10)
-            try:
-                figures, load = await drive(warden_target, api_key, args, warden.pid,
-                                            f"{run_id}-", run_id, probe)
-                stored_at, figures["pending_after"] = await wait_stored(probe)
-                figures["drain_s"] = None
-                figures["stored_per_s"] = None
-                if stored_at is not None and load.first_send:
-                    figures["drain_s"] = round(stored_at - load.last_ack, 2)
-                    figures["stored_per_s"] = round(
-                        load.events / (stored_at - load.first_send), 1)
-                    figures["store_window_s"] = round(stored_at - load.first_send, 2)
-                stored = await check_stored(probe, load, f"{run_id}-", run_id)
-            finally:
-                await probe.conn.close()
-            return figures, load, stored, await asyncio.to_thread(scrape_metrics,
-                                                                  metrics_target)
-
-        results["warden"], load, stored, metrics_text = asyncio.run(warden_run())
-        results["stored"] = stored
-        results["metrics"] = warden_metrics(metrics_text)
-        problems += warden_checks(results["warden"], stored, results["metrics"], load)
-        for name, r in (("no-op", results["noop"]), ("Warden", results["warden"])):
-            if r["errors"]:
-                problems.append(f"{name}: {r['errors']} streams failed {r['error_codes']}, "
-                                f"first: {r['first_error']}")
-        if noop_load.events != noop_load.sent:
-            problems.append(f"no-op: {noop_load.sent} events sent, {noop_load.events} "
-                            "acknowledged")
-        return results
+    results["warden"], load, stored, metrics_text = asyncio.run(warden_run())
+    results["stored"] = stored
+    results["metrics"] = warden_metrics(metrics_text)
+    for p in warden_checks(results["warden"], stored, results["metrics"], load):
+        bench.problem(p)
+    for name, r in (("no-op", results["noop"]), ("Warden", results["warden"])):
+        if r["errors"]:
+            bench.problem(f"{name}: {r['errors']} streams failed {r['error_codes']}, first: "
+                          f"{r['first_error']}")
+    if noop_load.events != noop_load.sent:
+        bench.problem(f"no-op: {noop_load.sent} events sent, {noop_load.events} acknowledged")
+    return results
 
 
 # --- report ----------------------------------------------------------------------------------
 
-def num(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if not a or b is None else f"{b / a:.2f}x"
-
-
 def report(context: dict, results: dict) -> None:
-    print("  ".join(f"{k}={v}" for k, v in context.items()))
     noop, warden = results["noop"], results["warden"]
     rows = (("no-op", noop), ("Warden", warden))
     print(f"\n**StreamAudit**, {context['streams']} streams at a time, {context['messages']} "
@@ -518,56 +464,23 @@ def report(context: dict, results: dict) -> None:
 
 # --- main ------------------------------------------------------------------------------------
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", type=int, default=8, help="StreamAudit calls at a time")
-    parser.add_argument("--messages", type=int, default=10, help="messages per stream")
-    parser.add_argument("--events", type=int, default=100,
-                        help=f"events per message (1 to {MAX_EVENTS_PER_MESSAGE})")
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds measured per "
-                                                                     "server")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds run but not measured before each measurement")
-    add_database_url(parser)
-    parser.add_argument("--json", type=Path, help="also write context and figures as JSON")
-    args = parser.parse_args(argv)
-    if min(args.streams, args.messages) < 1 or not \
-            1 <= args.events <= MAX_EVENTS_PER_MESSAGE:
-        parser.error(f"--streams and --messages must be >= 1, --events in 1 to "
-                     f"{MAX_EVENTS_PER_MESSAGE}")
-    if args.warmup < 0 or not 0 < args.seconds <= 300:
-        parser.error("--warmup must be >= 0, --seconds in (0, 300]")
-    return args
-
-
 def main() -> None:
-    args = parse_args()
-    unwind_on_signals()
-    context = {
-        "utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "loadavg": loadavg(),
-        **machine(),
-        "database": database_kind(args.database_url),
-        "streams": args.streams, "messages": args.messages, "events": args.events,
-        "warmup_s": args.warmup, "seconds_s": args.seconds,
-        "warden_env": ",".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                               if k.startswith("WARDEN_")) or "none",
-    }
-    problems: list[str] = []
-    results = on_database_server(args.database_url,
-                                 lambda base_url, tmp: run(args, base_url, tmp, problems))
-    context["loadavg_end"] = loadavg()
-    report(context, results)
-    if args.json:
-        args.json.write_text(json.dumps({"context": context, **results, "problems": problems},
-                                        indent=2) + "\n")
-    if problems:
-        print("\nFAILED:\n" + "\n".join(f"- {p}" for p in problems))
-        sys.exit(1)
+    p = harness.parser(__doc__)
+    p.add_argument("--streams", type=int, default=8, help="StreamAudit calls at a time")
+    p.add_argument("--messages", type=int, default=10, help="messages per stream")
+    p.add_argument("--events", type=int, default=100,
+                   help=f"events per message (1 to {MAX_EVENTS_PER_MESSAGE})")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds measured per server")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds run but not measured before each measurement")
+    args = p.parse_args()
+    harness.positive(p, args, "streams", "messages", "events")
+    harness.positive(p, args, "seconds", at_least=0.1)
+    if args.events > MAX_EVENTS_PER_MESSAGE or args.warmup < 0:
+        p.error(f"--events must be at most {MAX_EVENTS_PER_MESSAGE}, --warmup >= 0")
+    harness.main(p, work, report, lambda a: {
+        "streams": a.streams, "messages": a.messages, "events": a.events,
+        "warmup_s": a.warmup, "seconds_s": a.seconds}, args)
 
 
 if __name__ == "__main__":

@@ -40,27 +40,22 @@ Exits 1 if a variant did not store exactly the events it sent. Figures: bench/au
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
+import harness
+from audit import ACTION, APP_ID, ATTRIBUTES, MODEL, ORG_ID, PROVIDER, USER_ID
+from harness import Bench, table
+from servers import cpu_seconds, execute, migrate, say
 
-# audit, authorize and quotas: beside this file, which is on sys.path when run as
-# `python bench/audit_flush.py`.
-from audit import ACTION, ATTRIBUTES, loadavg
-from authorize import fresh_database, machine
-from noop_server import APP_ID, MODEL, ORG_ID, PROVIDER, USER_ID
-from quotas import add_database_url, cpu_seconds, database_kind, on_database_server
-
+# This bench times Warden's flush in process, so unlike the others it imports Warden's
+# internals, all of them here: when server/ moves them, this block is what changes.
 from warden.journal import _encode
 from warden.ledger import rows_of_events, store
-from warden.store.migrate import migrate
 from warden.store.postgres import AUDIT_COLUMNS, init_connection
 
 PER_RECORD = 100  # events per journal record (one StreamAudit message of bench/audit.py)
@@ -215,78 +210,49 @@ async def variant(url: str, name: str, journal: Callable[[dict], bytes], apply: 
             "pg_cpu_us": round(cpu / total * 1e6, 1), "events_per_s": round(total / wall)}
 
 
-async def execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+async def add_org(url: str) -> None:
+    await execute(url, "INSERT INTO orgs (id) VALUES ($1)", ORG_ID)
 
 
-async def prepare(url: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await migrate(conn)
-        await conn.execute("INSERT INTO orgs (id) VALUES ($1)", ORG_ID)
-    finally:
-        await conn.close()
-
-
-def report(context: dict, encoding: dict, results: list[dict]) -> None:
-    print("  ".join(f"{k}={v}" for k, v in context.items()))
+def report(context: dict, results: dict) -> None:
     print(f"\n**Building a record of {PER_RECORD} events** (Python µs per event): "
-          + ", ".join(f"{name} {us}" for name, us in encoding.items()))
-    print(f"\n**One flush call after another on one connection**, {context['events']:,} events "
-          f"per variant, {PER_CALL:,} per call\n")
-    print("| variant | partitions | calls | encode us/event (Python) | wall ms/call | "
-          "Postgres CPU us/event | events/s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
-        print(f"| {r['variant']} | {r['partitions']} | {r['calls']} | {r['encode_us']} | "
-              f"{r['wall_ms_per_call']} | {r['pg_cpu_us']} | {r['events_per_s']:,} |")
+          + ", ".join(f"{name} {us}" for name, us in results["encoding"].items()))
+    print(table(["variant", "partitions:", "calls:", "encode µs/event (Python):",
+                 "wall ms/call:", "Postgres CPU µs/event:", "events/s:"],
+                [[r["variant"], r["partitions"], r["calls"], r["encode_us"],
+                  r["wall_ms_per_call"], r["pg_cpu_us"], f"{r['events_per_s']:,}"]
+                 for r in results["flush"]],
+                f"**One flush call after another on one connection**, {context['events']:,} "
+                f"events per variant, {PER_CALL:,} per call"))
+
+
+def work(bench: Bench) -> dict:
+    args = bench.args
+    encoding = encode_costs()
+    results: list[dict] = []
+    url = bench.database()
+    migrate(url)
+    asyncio.run(add_org(url))
+
+    def run(v: tuple) -> None:
+        say(f"{v[0]} ...")
+        results.append(asyncio.run(variant(url, *v, args.events, bench.problems)))
+
+    for _ in range(2):
+        for v in VARIANTS:
+            run(v)
+    asyncio.run(execute(url, PAST_MONTHS))
+    for _ in range(2):
+        run(TIME_ASSIGNED)
+    return {"encoding": encoding, "flush": results}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=100_000, help="events per variant")
-    add_database_url(parser)
-    parser.add_argument("--json", type=Path, help="also write context and figures as JSON")
-    args = parser.parse_args()
-    if args.events < PER_CALL:
-        parser.error(f"--events must be at least {PER_CALL}")
-    context = {"utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "loadavg": loadavg(),
-               **machine(),
-               "database": database_kind(args.database_url),
-               "events": args.events}
-    encoding = encode_costs()
-    problems: list[str] = []
-    results: list[dict] = []
-
-    def all_variants(base_url: str, _tmp: Path) -> None:
-        with fresh_database(base_url) as url:
-            def run(v: tuple) -> None:
-                print(f"{v[0]} ...", file=sys.stderr)
-                results.append(asyncio.run(variant(url, *v, args.events, problems)))
-
-            asyncio.run(prepare(url))
-            for _ in range(2):
-                for v in VARIANTS:
-                    run(v)
-            asyncio.run(execute(url, PAST_MONTHS))
-            for _ in range(2):
-                run(TIME_ASSIGNED)
-
-    on_database_server(args.database_url, all_variants)
-    context["loadavg_end"] = loadavg()
-    report(context, encoding, results)
-    if args.json:
-        args.json.write_text(json.dumps({"context": context, "encoding": encoding,
-                                         "flush": results, "problems": problems},
-                                        indent=2) + "\n")
-    if problems:
-        print("\nFAILED:\n" + "\n".join(f"- {p}" for p in problems))
-        sys.exit(1)
+    p = harness.parser(__doc__)
+    p.add_argument("--events", type=int, default=100_000, help="events per variant")
+    args = p.parse_args()
+    harness.positive(p, args, "events", at_least=PER_CALL)
+    harness.main(p, work, report, lambda a: {"events": a.events}, args)
 
 
 if __name__ == "__main__":

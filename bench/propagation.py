@@ -1,51 +1,32 @@
 """How long a change made through one sidecar takes to reach another sidecar's cache.
 
-    python bench/propagation.py [--changes 100] [--database-url URL] [--json PATH]
+    python bench/propagation.py [--changes 100] [--timeout 10]
+                                [--database-url URL | embedded] [--json PATH]
 
-Starts two `warden serve` processes, A and B, on one database (a private embedded Postgres the
-bench starts, or a fresh database on --database-url) and makes --changes changes through A's
-Admin API, in turn: revoke a fresh API key (RevokeApiKey), flip the org's model_access allow
-list (UpdatePolicy), switch a provider off or on (SetProviderSwitch). Before each change B is
-shown to give the old answer (which also warms its cache); then the bench measures the time
-from A's Admin call returning to the first Authorize on B that reflects the change, polling B
-with 1 ms pauses. Prints p50, p90 and max per kind and overall, and B's cache hit ratio. Every
-process it starts is stopped before it exits.
+Starts two `warden serve` processes, A and B, on one fresh database, B with a cache TTL of
+B_CACHE_TTL_SECONDS so that only a change notification can make it see a change within the
+run, and makes --changes changes through A's Admin API, in turn: revoke a fresh API key
+(RevokeApiKey), flip the org's model_access allow list (UpdatePolicy), switch a provider off
+or on (SetProviderSwitch). Before each change B is shown to give the old answer (which also
+warms its cache); then the bench measures the time from A's Admin call returning to the first
+Authorize on B that reflects the change, polling B with 1 ms pauses. Prints p50, p90 and max
+per kind and overall, the changes B's first probe already reflected, and B's cache hit ratio.
+A change not seen within --timeout is counted as missed, and makes the bench exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import grpc
-
-# Beside this file, which is on sys.path when run as `python bench/propagation.py`.
-from authorize import (
-    HOST,
-    BenchError,
-    admin_metadata,
-    cache_hit_ratios,
-    free_ports,
-    fresh_database,
-    machine,
-    percentile_ms,
-    scrape_metrics,
-    secrets_env,
-    start_server,
-    stop_leftover_postgres,
-    unwind_on_signals,
-    warden_command,
-)
+import harness
 from google.rpc import error_details_pb2, status_pb2
+from harness import Bench, num, table
+from load import percentile_ms
+from servers import BenchError, cache_hit_ratios, say
 
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2, warden_pb2, warden_pb2_grpc
 
@@ -101,20 +82,6 @@ def error_reason(exc: grpc.aio.AioRpcError) -> str:
                 if detail.Unpack(info):
                     return info.reason
     return exc.code().name
-
-
-@contextlib.contextmanager
-def embedded_postgres(pgdata: Path) -> Iterator[str]:
-    """The Postgres Warden embeds (pgserver), started by the bench so that A and B are two
-    equal clients of it, as sidecars of one deployment are; stopped at the end."""
-    import pgserver
-
-    with contextlib.ExitStack() as stack:
-        # If the bench is stopped hard mid-start, postmaster.pid still names the server.
-        stack.callback(stop_leftover_postgres, pgdata)
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
-        stack.callback(server.cleanup)
-        yield server.get_uri()
 
 
 async def create_tenant(s: Sidecars) -> None:
@@ -174,12 +141,13 @@ async def expect_before(s: Sidecars, probe: tuple[str, str], expected: str) -> N
         raise BenchError(f"before the change B answered {answer!r}, expected {expected!r}")
 
 
-async def drive(a_target: str, b_target: str, admin_token: str, args: argparse.Namespace
+async def drive(a_target: str, b_target: str, auth: tuple[tuple[str, str], ...],
+                args: argparse.Namespace
                 ) -> tuple[list[dict], list[float]]:
     async with (grpc.aio.insecure_channel(a_target) as a_channel,
                 grpc.aio.insecure_channel(b_target) as b_channel):
         s = Sidecars(admin_pb2_grpc.AdminStub(a_channel), warden_pb2_grpc.WardenStub(b_channel),
-                     admin_metadata(admin_token))
+                     auth)
         await create_tenant(s)
         changes = []
         for i in range(args.changes):
@@ -198,8 +166,8 @@ async def drive(a_target: str, b_target: str, admin_token: str, args: argparse.N
             seen = answer == expected
             changes.append({"kind": kind, "seen": seen, "seconds": elapsed, "probes": probes})
             if not seen:
-                print(f"change {i} ({kind}) not seen by B after {args.timeout:.0f} s: B still "
-                      f"answers {answer!r}", file=sys.stderr)
+                say(f"change {i} ({kind}) not seen by B after {args.timeout:g} s: B still "
+                    f"answers {answer!r}")
         return changes, s.probe_seconds
 
 
@@ -211,92 +179,52 @@ def figures(changes: list[dict]) -> dict:
             "first_probe": sum(c["seen"] and c["probes"] == 1 for c in changes)}
 
 
-def run(args: argparse.Namespace, context: dict) -> dict:
-    a_port, b_port, b_metrics_port = free_ports(3)
-    a_target, b_target = f"{HOST}:{a_port}", f"{HOST}:{b_port}"
-    b_metrics = f"{HOST}:{b_metrics_port}"
-    admin_token, env = secrets_env()
-    with (tempfile.TemporaryDirectory(prefix="warden-bench-", ignore_cleanup_errors=True) as tmp,
-          contextlib.ExitStack() as stack):
-        tmp_path = Path(tmp)
-        if args.database_url:
-            database_url = stack.enter_context(fresh_database(args.database_url))
-            context["database"] = urlsplit(database_url).path.lstrip("/")
-        else:
-            print("starting embedded Postgres ...", file=sys.stderr)
-            database_url = stack.enter_context(embedded_postgres(tmp_path / "pg"))
-        print("starting warden A and B ...", file=sys.stderr)
-        # One after the other: A applies the migrations, B finds them applied.
-        start_server(stack, "warden A", warden_command(a_target, tmp_path / "a", database_url),
-                     a_target, tmp_path / "a.log", env)
-        start_server(stack, "warden B",
-                     warden_command(b_target, tmp_path / "b", database_url, b_metrics,
-                                    "--cache-ttl-seconds", str(B_CACHE_TTL_SECONDS)),
-                     b_target, tmp_path / "b.log", env)
-        print(f"making {args.changes} changes through A ...", file=sys.stderr)
-        try:
-            changes, probe_seconds = asyncio.run(drive(a_target, b_target, admin_token, args))
-        except grpc.aio.AioRpcError as exc:
-            raise BenchError(f"{exc.code().name}: {exc.details()}") from None
-        by_kind = {kind: figures([c for c in changes if c["kind"] == kind]) for kind in KINDS}
-        return {"all": figures(changes), **by_kind,
-                "probe_p50_ms": percentile_ms(sorted(probe_seconds), 0.5),
-                "b_cache_hit_ratio": cache_hit_ratios(scrape_metrics(b_metrics)),
-                "raw_ms": [{**c, "seconds": round(c["seconds"] * 1000, 3)} for c in changes]}
+def work(bench: Bench) -> dict:
+    args = bench.args
+    database_url = bench.database()
+    say("starting warden A and B ...")
+    # One after the other: A applies the migrations, B finds them applied.
+    a = bench.warden(database_url, name="warden-a")
+    b = bench.warden(database_url, "--cache-ttl-seconds", str(B_CACHE_TTL_SECONDS),
+                     name="warden-b")
+    say(f"making {args.changes} changes through A ...")
+    try:
+        changes, probe_seconds = asyncio.run(drive(a.target, b.target, bench.auth, args))
+    except grpc.aio.AioRpcError as exc:
+        raise BenchError(f"{exc.code().name}: {exc.details()}") from None
+    by_kind = {kind: figures([c for c in changes if c["kind"] == kind]) for kind in KINDS}
+    if missed := sum(not c["seen"] for c in changes):
+        bench.problem(f"{missed} changes not seen by B within {args.timeout:g} s")
+    return {"all": figures(changes), **by_kind,
+            "probe_p50_ms": percentile_ms(sorted(probe_seconds), 0.5),
+            "b_cache_hit_ratio": cache_hit_ratios(b.scrape()),
+            "raw_ms": [{**c, "seconds": round(c["seconds"] * 1000, 3)} for c in changes]}
 
 
 def report(context: dict, results: dict) -> None:
-    def ms(value: float | None) -> str:
-        return f"{'n/a' if value is None else f'{value:.2f}':>9}"
-
-    print("  ".join(f"{k}={v}" for k, v in context.items()))
-    print(f"{'change':<17}{'count':>6}{'p50 ms':>9}{'p90 ms':>9}{'max ms':>9}{'missed':>8}"
-          f"{'1st probe':>11}")
-    for name in (*KINDS, "all"):
-        r = results[name]
-        print(f"{name:<17}{r['changes']:>6}{ms(r['p50_ms'])}{ms(r['p90_ms'])}{ms(r['max_ms'])}"
-              f"{r['missed']:>8}{r['first_probe']:>11}")
-    print(f"one Authorize on B (the resolution of these figures): p50 "
-          f"{results['probe_p50_ms']:.2f} ms")
-    print("B cache hit ratio since start: " + ", ".join(
-        f"{cache} {'n/a' if r is None else f'{r:.2%}'}"
-        for cache, r in results["b_cache_hit_ratio"].items()))
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--changes", type=int, default=100, help="changes made through A")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds to wait for B to reflect one change before counting it "
-                             "as missed")
-    parser.add_argument("--database-url", default="",
-                        help="external Postgres server (a fresh database is created and dropped);"
-                             " default: an embedded Postgres started by the bench")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
-    args = parser.parse_args(argv)
-    if args.changes < 1 or args.timeout <= 0:
-        parser.error("--changes must be >= 1 and --timeout > 0")
-    return args
+    print(table(["change", "count:", "p50 ms:", "p90 ms:", "max ms:", "missed:", "1st probe:"],
+                [[name, r["changes"], num(r["p50_ms"], 2), num(r["p90_ms"], 2),
+                  num(r["max_ms"], 2), r["missed"], r["first_probe"]]
+                 for name in (*KINDS, "all") for r in [results[name]]],
+                f"**From A's Admin call returning to B's first answer reflecting it**, "
+                f"{context['changes']} changes"))
+    print(f"\nOne Authorize on B (the resolution of these figures): p50 "
+          f"{num(results['probe_p50_ms'], 2)} ms. B's cache hit ratio since start: " + ", ".join(
+              f"{cache} {'n/a' if r is None else f'{r:.2%}'}"
+              for cache, r in results["b_cache_hit_ratio"].items()))
 
 
 def main() -> None:
-    args = parse_args()
-    unwind_on_signals()
-    context = {
-        **machine(),
-        "database_mode": "external" if args.database_url else "embedded",
-        "changes": args.changes, "b_cache_ttl_s": B_CACHE_TTL_SECONDS,
-    }
-    try:
-        results = run(args, context)
-    except BenchError as exc:
-        sys.exit(f"bench: {exc}")
-    except KeyboardInterrupt:
-        sys.exit("bench: interrupted; servers stopped")
-    report(context, results)
-    if args.json:
-        args.json.write_text(json.dumps({"context": context, **results}, indent=2) + "\n")
+    p = harness.parser(__doc__)
+    p.add_argument("--changes", type=int, default=100, help="changes made through A")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for B to reflect one change before counting it as "
+                        "missed")
+    args = p.parse_args()
+    harness.positive(p, args, "changes")
+    harness.positive(p, args, "timeout", at_least=0.01)
+    harness.main(p, work, report, lambda a: {
+        "changes": a.changes, "b_cache_ttl_s": B_CACHE_TTL_SECONDS}, args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How far Warden's bucketed sliding window is from an exact sliding log.
 
-    python bench/sliding_window.py [--seed 1] [--windows 20]
+    python bench/sliding_window.py [--seed 1] [--windows 20] [--json PATH]
 
 A rate limit of L per window W (60 s here) is enforced in Postgres by counting buckets
 (`warden_lease` in migrations/0003_quotas.sql; the same arithmetic in
@@ -32,14 +32,15 @@ a given --seed and --windows; under half a second for 20 windows on the developm
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+import harness
+from harness import Bench, table
 
 from warden.engine.windows import BUCKETS, bucket_start, counted_from
 
@@ -249,57 +250,42 @@ def measure(s: Traffic) -> list[Row]:
     return rows
 
 
-def table(rows: Sequence[Row]) -> str:
-    lines = [
-        "| shape | buckets | requests offered | exact admitted | bucketed admitted | error % "
-        "| disagreement % | max in any window / L |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.shape} | {r.buckets} | {r.offered:,} | {r.exact:,} | {r.bucketed:,} "
-            f"| {100 * r.error:.2f} | {100 * r.disagree / r.offered:.2f} "
-            f"| {r.max_window:,} / {r.limit:,} |"
-        )
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--windows", type=int, default=20, help="run length, in windows of 60 s")
-    args = parser.parse_args(argv)
-    if args.windows < 1:
-        parser.error("--windows must be at least 1")
-
+def work(bench: Bench) -> dict:
+    args = bench.args
     began = time.perf_counter()
     shapes = traffic(args.seed, args.windows)
-    mismatched = helper_disagreements(shapes)
+    if mismatched := helper_disagreements(shapes):
+        bench.problem(f"the local bucket helper disagrees with windows.py at {mismatched} "
+                      "times")
     rows = [row for s in shapes for row in measure(s)]
-    elapsed = time.perf_counter() - began
-
-    print(table(rows))
-    print(
-        f"\nW = {WINDOW:g} s, {args.windows} windows, seed {args.seed}; admitted in the "
-        f"limit's unit (requests, or tokens for the token shape); {elapsed:.1f} s"
-    )
-    failed = False
-    if mismatched:
-        print(
-            f"FAIL: the local bucket helper disagrees with windows.py at {mismatched} times",
-            file=sys.stderr,
-        )
-        failed = True
     for r in rows:
         if r.buckets == BUCKETS and r.max_window > r.limit:
-            print(
-                f"FAIL: {r.shape}: {r.max_window:,} admitted in one window, over the limit "
-                f"{r.limit:,}",
-                file=sys.stderr,
-            )
-            failed = True
-    return 1 if failed else 0
+            bench.problem(f"{r.shape}: {r.max_window:,} admitted in one window, over the "
+                          f"limit {r.limit:,}")
+    return {"rows": [{**asdict(r), "error": r.error} for r in rows],
+            "seconds": round(time.perf_counter() - began, 2)}
+
+
+def report(context: dict, results: dict) -> None:
+    print(table(["shape", "buckets:", "requests offered:", "exact admitted:",
+                 "bucketed admitted:", "error %:", "disagreement %:", "max in any window / L:"],
+                [[r["shape"], r["buckets"], f"{r['offered']:,}", f"{r['exact']:,}",
+                  f"{r['bucketed']:,}", f"{100 * r['error']:.2f}",
+                  f"{100 * r['disagree'] / r['offered']:.2f}",
+                  f"{r['max_window']:,} / {r['limit']:,}"] for r in results["rows"]],
+                f"W = {WINDOW:g} s, {context['windows']} windows, seed {context['seed']}; "
+                "admitted in the limit's unit (requests, or tokens for the token shape)"))
+    print(f"\n{results['seconds']:.1f} s")
+
+
+def main() -> None:
+    p = harness.parser(__doc__, database=False)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--windows", type=int, default=20, help="run length, in windows of 60 s")
+    args = p.parse_args()
+    harness.positive(p, args, "windows")
+    harness.main(p, work, report, lambda a: {"seed": a.seed, "windows": a.windows}, args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
