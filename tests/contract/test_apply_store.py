@@ -91,11 +91,6 @@ async def test_an_update_names_the_fields_that_differ_alphabetically(apply_store
     assert [(p["id"], p["revision"]) for p in state["policies"]] == [("p-chat", 2), ("p-org", 1)]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "PostgresApplyStore compares a user's declared team_ids with the stored ones as lists, so "
-    "memberships declared in another order than sorted (or as a tuple) report an update of "
-    "team_ids on every apply although nothing changes; api/apply.py sorts them, so Admin.Apply "
-    "does not show it"))
 async def test_memberships_are_a_set_whatever_order_they_are_declared_in(apply_store):
     """Applying the same declaration twice must report nothing the second time."""
     declared = replace(ACME, users=[user("ann", "acme", ("ops", "eng")), user("bob", "acme")])

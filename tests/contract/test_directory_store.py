@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-import asyncpg
 import pytest
 
 from tests.contract.rows import api_key, app, directory, new_key, org, refused, switch, team, user
@@ -162,10 +161,6 @@ async def test_revoking_keeps_the_first_revoke_time(directory_store, seed):
     assert await directory_store.revoke_api_key("nope") is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "PostgresDirectoryStore.revoke_api_key keeps a revoke_time already set "
-    "(coalesce(revoke_time, now())), even one in the future: a key revoked during its rotation "
-    "grace keeps working until the grace ends"))
 async def test_revoking_a_key_in_its_rotation_grace_ends_it_now(directory_store, seed):
     """The way to stop a leaked key at once is to revoke it (docs/policies-as-code.md), also
     after it was rotated with a grace period."""
@@ -228,9 +223,6 @@ async def test_rotation_refuses_unknown_revoked_and_expired_keys(directory_store
     assert [k["revoke_time"] is None for k in keys] == [True, False]
 
 
-@pytest.mark.xfail(strict=True, raises=asyncpg.UniqueViolationError, reason=(
-    "PostgresDirectoryStore.rotate_api_key inserts the new key outside _translated(), so a "
-    "new key id that is taken raises asyncpg.UniqueViolationError, not ALREADY_EXISTS"))
 async def test_rotating_to_a_taken_id_is_already_exists(directory_store):
     await directory(directory_store)
     await directory_store.create_api_key(api_key("k1", "chat"))

@@ -76,7 +76,11 @@ async def _lock(conn: asyncpg.Connection) -> None:
 
 
 def _differing(fields: Sequence[str], current: Row, wanted: Row) -> tuple[str, ...]:
-    return tuple(sorted(f for f in fields if current[f] != wanted[f]))
+    """The fields that differ; memberships (team_ids) are a set, in whatever order given."""
+    def value(row: Row, field: str) -> object:
+        return frozenset(row[field]) if field == "team_ids" else row[field]
+
+    return tuple(sorted(f for f in fields if value(current, f) != value(wanted, f)))
 
 
 def _plural(count: int, noun: str) -> str:

@@ -186,8 +186,10 @@ class PostgresDirectoryStore:
 
     async def revoke_api_key(self, key_id: str) -> Row | None:
         return await self._pool.fetchrow(
-            "UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE id = $1 "
-            "RETURNING *", key_id)
+            # A revocation ends a key now, also one in its rotation grace (a revoke_time ahead);
+            # one already ended keeps its time.
+            "UPDATE api_keys SET revoke_time = CASE WHEN revoke_time <= now() THEN revoke_time"
+            " ELSE now() END WHERE id = $1 RETURNING *", key_id)
 
     async def rotate_api_key(self, key_id: str, new_key: Row, grace: timedelta) -> Row:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -205,7 +207,8 @@ class PostgresDirectoryStore:
             copied = {c: old[c] for c in ("org_id", "app_id", "user_id", "display_name",
                                           "allowed_models", "expire_time")}
             sql, args = insert_sql("api_keys", {**copied, **new_key, "rotated_from": key_id})
-            return await conn.fetchrow(sql, *args)
+            async with _translated(f"API key {new_key['id']!r}"):
+                return await conn.fetchrow(sql, *args)
 
     async def set_provider_switch(self, switch: Row) -> Row:
         if switch["org_id"] and await self.get_org(switch["org_id"]) is None:
