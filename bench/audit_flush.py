@@ -55,11 +55,12 @@ from servers import cpu_seconds, execute, migrate, say
 # This bench times Warden's flush in process, so unlike the others it imports Warden's
 # internals, all of them here: when server/ moves them, this block is what changes.
 from warden.journal import _encode
-from warden.ledger import rows_of_events, store
+from warden.records import rows_of_events
+from warden.store.decision_log import store
 from warden.store.postgres import AUDIT_COLUMNS, init_connection
 
 PER_RECORD = 100  # events per journal record (one StreamAudit message of bench/audit.py)
-PER_CALL = 5000  # ledger.BATCH
+PER_CALL = 5000  # flusher.BATCH
 COLUMNS = AUDIT_COLUMNS[:-1]  # without time_assigned, which only Warden's flush reads
 _COLS = ", ".join(COLUMNS)
 # Warden's jsonb codec is text only (asyncpg has no binary encoder for it), so binary COPY

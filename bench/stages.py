@@ -42,17 +42,19 @@ from servers import BenchError, cpu_seconds, metric_total, say, scrape
 # (stage, patterns): a frame is "path:qualified name" as py-spy prints it, e.g.
 # "warden/api/validate.py:Violations.check"; patterns are fnmatch globs. The innermost frame
 # of a sample that matches a pattern decides its stage; the first stage listed wins when
-# several patterns match one frame. Names follow today's server/ code: edit them when it moves.
+# several patterns match one frame. Names follow server/ code (and, for a run against an
+# earlier version, the names it had): edit them when the code moves.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("validate", (
-        "warden/api/validate.py:*", "*:_check_credentials", "*:_subject",
-        "warden/api/decoding.py:*")),
+        "warden/api/validate.py:*", "*:_check_credentials", "*:_check_authorize",
+        "*:_subject", "warden/api/decoding.py:*")),
     ("identity", (
         "*:WardenService._caller", "*:WardenService._key", "*:WardenService._identity",
-        "warden/keys.py:*", "*:Cache.api_key", "*:Cache.app", "*:Cache.user_teams",
-        "*:Identity.scopes")),
+        "warden/callers.py:*", "warden/keys.py:*", "*:Cache.api_key", "*:Cache.app",
+        "*:Cache.user_teams", "*:Identity.scopes")),
     ("compiled-set lookup and plan", (
-        "*:Cache.policies", "*:Cache.prices", "*:Cache.provider_switches",
+        "*:Cache.compiled", "warden/engine/compiled.py:*", "*:Cache.policies",
+        "*:Cache.prices", "*:Cache.provider_switches",
         "warden/engine/decide.py:plan", "warden/engine/decide.py:plan.*",
         "warden/engine/decide.py:_resolve_alias", "warden/engine/decide.py:_route_targets",
         "warden/engine/decide.py:_token_cap", "warden/engine/decide.py:_access_checks",
@@ -64,13 +66,15 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "warden/engine/decide.py:decide", "warden/engine/decide.py:_quota_message",
         "warden/engine/model.py:Demand.*")),
     ("journal record", (
-        "*:Ledger.record", "*:Ledger.claim", "*:Ledger.release", "warden/journal.py:*")),
+        "*:Ledger.record", "*:Ledger.claim", "*:Ledger.release", "warden/journal.py:*",
+        "warden/reservations.py:*", "warden/records.py:*")),
     ("answer and explanation", (
         "*:decision_to_proto", "*:_policy_result", "*:_limit_status", "*:_duration",
         "warden/api/convert.py:timestamp", "*:WardenService._explanation",
-        "warden/engine/audit.py:*")),
+        "warden/api/answer.py:*", "*:Authorizer._explanation", "warden/engine/audit.py:*")),
     ("metrics", ("prometheus_client/*",)),
-    ("handler's own lines", ("*:WardenService.Authorize", "*:rpc.<locals>.wrapped")),
+    ("handler's own lines", ("*:WardenService.Authorize", "*:rpc.<locals>.wrapped",
+                             "*:Authorizer.authorize", "*:Authorizer._count")),
 )
 REST_OF_LOOP = "gRPC and asyncio"
 OTHER_THREADS = "other threads"
