@@ -7,14 +7,18 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shlex
 import sys
 import uuid
+from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import json_format
 
 from warden import cli_admin, logs
 from warden.settings import OPTIONS, Settings, SettingsError
+from warden.store import embedded
 from warden.tls import ClientFlagsError, add_client_flags, client_channel
 
 log = logging.getLogger("warden.cli")
@@ -30,8 +34,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(overrides={o.name: getattr(args, o.name) for o in OPTIONS})
 
 
-async def _demo(app) -> None:
-    """Create (or reuse) a demo org, app and rate limit through the Admin API, and a new key."""
+def _program() -> list[str]:
+    """How this warden was started, so that the commands printed for a person work as pasted."""
+    if os.path.basename(sys.argv[0]) == "warden":
+        return [sys.argv[0]]
+    return [sys.executable, "-m", "warden"]
+
+
+async def _demo(app) -> str:
+    """Create (or reuse) a demo org, app and rate limit through the Admin API, and a new key;
+    the key's plaintext."""
     from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 
     auth = (("authorization", f"Bearer {app.admin_token}"),)
@@ -56,20 +68,67 @@ async def _demo(app) -> None:
                                                  window=types_pb2.WINDOW_MINUTE, limit=60))))
         key = await admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(
             app_id="demo-app", display_name="demo"), metadata=auth)
+    return key.plaintext
+
+
+def _database(s: Settings) -> str:
+    if s.embedded_database:
+        return (f"embedded PostgreSQL in {embedded.pgdata(s.data_path)} "
+                f"(its log: {embedded.server_log(s.data_path)})")
+    # Never the whole URL: it may hold a password.
+    url = urlsplit(s.database_url)
+    if not url.hostname:
+        return "PostgreSQL (from the database URL)"
+    port = f":{url.port}" if url.port else ""
+    return f"PostgreSQL at {url.hostname}{port}{url.path}"
+
+
+def _summary(app, args: argparse.Namespace, demo_key: str | None) -> str:
+    """What a person needs once the sidecar serves: where, with what, and how to go on. The
+    admin token itself is never printed: it is a secret kept in a file only its owner reads,
+    and a terminal's scrollback or a collected log is not such a place."""
+    s = app.settings
     target = app.target
-    print(f"""
-Warden is serving on {target} (metrics on port {app.metrics_port}).
-Demo org 'demo', app 'demo-app' (60 requests/minute), new API key:
+    reach = [] if target == cli_admin.DEFAULT_TARGET else ["--target", target]
+    if s.data_path != Settings.load(env={}).data_path:
+        data_dir = ["--data-dir", str(s.data_path)]
+    else:
+        data_dir = []
+    rows = [("gRPC", target)]
+    if s.subject_socket:
+        rows.append(("trusted callers", s.subject_socket))
+    if app.metrics_port is not None:
+        host = s.metrics_listen.rpartition(":")[0]
+        rows.append(("metrics", f"http://{host}:{app.metrics_port}/metrics"))
+    else:
+        rows.append(("metrics", "off"))
+    rows.append(("database", _database(s)))
+    token_file = s.data_path / cli_admin.ADMIN_TOKEN_FILE
+    if s.admin_token:
+        source = "--admin-token" if args.admin_token is not None else "WARDEN_ADMIN_TOKEN"
+        rows.append(("admin token", f"the one given by {source}"))
+    else:
+        rows.append(("admin token", f"{token_file} (a secret, mode 0600; to read it: "
+                                    f"{shlex.join(['cat', str(token_file)])})"))
+    everything = "" if s.log_level == "DEBUG" else " (--log-level debug for everything)"
+    rows.append(("logs", f"JSON lines on stderr at {s.log_level}{everything}"))
 
-  {key.plaintext}
-
-Call it from another shell:
-
-  {sys.executable} -m warden authorize --target {target} --key {key.plaintext} --model gpt-4o-mini
-
-Admin token: {app.admin_token}
-Stop with Ctrl-C.
-""", flush=True)
+    width = max(len(name) for name, _ in rows) + 1
+    lines = ["", "Warden is serving.",
+             *(f"  {name + ':':<{width}} {value}" for name, value in rows)]
+    if s.tls_cert:
+        lines.append("  (TLS is on: the commands below need --ca-cert, and with a client CA "
+                     "--client-cert and --client-key)")
+    if demo_key is not None:
+        lines += ["", "Demo: org 'demo', app 'demo-app' (60 requests a minute) and a new API key, "
+                  "shown once:", "", f"  {demo_key}", "", "Call it from another shell:",
+                  "  " + shlex.join([*_program(), "authorize", *reach, "--key", demo_key,
+                                     "--model", "gpt-4o-mini"])]
+    if not s.admin_token:
+        lines += ["", "The admin commands on this host read the admin token from its file, e.g.:",
+                  "  " + shlex.join([*_program(), "policies", "list", *reach, *data_dir])]
+    lines += ["", "Stop with Ctrl-C.", ""]
+    return "\n".join(lines)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -79,8 +138,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level)
+
+    async def ready(app) -> None:
+        demo_key = await _demo(app) if args.demo else None
+        print(_summary(app, args, demo_key), flush=True)
+
     try:
-        asyncio.run(serve(settings, _demo if args.demo else None))
+        asyncio.run(serve(settings, ready))
     except (StartupError, SchemaError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         print(f"warden: cannot start: {exc}", file=sys.stderr)

@@ -27,6 +27,8 @@ from warden.tls import ClientFlagsError, add_client_flags, client_channel
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# In the sidecar's data directory, where `warden serve` generates the token when none is given.
+ADMIN_TOKEN_FILE = "admin-token"
 PAGE = 1000
 _VERBS = {admin_pb2.CHANGE_ACTION_CREATE: "create", admin_pb2.CHANGE_ACTION_UPDATE: "update",
           admin_pb2.CHANGE_ACTION_DELETE: "delete"}
@@ -74,7 +76,7 @@ def admin_token(args: argparse.Namespace, required: bool = True) -> str:
         return args.admin_token
     if os.environ.get("WARDEN_ADMIN_TOKEN"):
         return os.environ["WARDEN_ADMIN_TOKEN"]
-    path = Settings.load(overrides={"data_dir": args.data_dir}).data_path / "admin-token"
+    path = Settings.load(overrides={"data_dir": args.data_dir}).data_path / ADMIN_TOKEN_FILE
     try:
         return path.read_text().strip()
     except OSError as exc:
