@@ -1,5 +1,7 @@
-"""`warden serve | migrate | health | authorize`, and the Admin commands of cli_admin.py
-(`apply`, `keys`, `policies`, `providers`). Server flags come from settings.OPTIONS."""
+"""The `warden` command: `serve`, `migrate`, `health` and `authorize` here, the Admin commands
+in cli_admin. Server flags are built from settings.OPTIONS so that a flag and its environment
+variable cannot drift apart. What `--help` and `serve` print is written for the person running
+Warden: no module names, and secrets only by where they are kept."""
 
 from __future__ import annotations
 
@@ -23,15 +25,26 @@ from warden.tls import ClientFlagsError, add_client_flags, client_channel
 
 log = logging.getLogger("warden.cli")
 
+DESCRIPTION = """\
+Warden, a policy sidecar for applications that call LLMs. `warden serve` runs it, `warden
+migrate` prepares its database, and the other commands talk to a running sidecar."""
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+# What `warden migrate` reads; the rest of the server's options would only mislead there.
+_MIGRATE_OPTIONS = ("database_url", "data_dir", "db_timeout_seconds", "log_level")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None
+                        ) -> None:
     for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
+        where = f"{option.env}, default {option.default}" if option.default else option.env
         parser.add_argument(option.flag, dest=option.name, metavar="VALUE",
-                            help=f"{option.help} [{option.env}, default {option.default!r}]")
+                            help=f"{option.help} [{where}]")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.load(overrides={o.name: getattr(args, o.name) for o in OPTIONS})
+    return Settings.load(overrides={o.name: getattr(args, o.name, None) for o in OPTIONS})
 
 
 def _program() -> list[str]:
@@ -154,15 +167,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     from warden.store import postgres
-    from warden.store.embedded import EmbeddedPostgres
     from warden.store.migrate import migrate
 
     settings = _settings(args)
     logs.configure(settings.log_level)
 
     async def run() -> list[int]:
-        embedded = EmbeddedPostgres(settings.data_path) if settings.embedded_database else None
-        url = embedded.start() if embedded else settings.database_url
+        server = (embedded.EmbeddedPostgres(settings.data_path) if settings.embedded_database
+                  else None)
+        url = server.start() if server else settings.database_url
         try:
             pool = await postgres.create_pool(url, 1, 1, settings.db_timeout_seconds)
             async with pool.acquire() as conn:
@@ -170,8 +183,8 @@ def _migrate(args: argparse.Namespace) -> int:
             await pool.close()
             return applied
         finally:
-            if embedded:
-                embedded.stop()
+            if server:
+                server.stop()
 
     applied = asyncio.run(run())
     print(f"applied migrations: {applied or 'none (up to date)'}")
@@ -210,36 +223,64 @@ def _authorize(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="warden", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default=cli_admin.DEFAULT_TARGET,
+                        help="the sidecar's address, HOST:PORT or unix:PATH "
+                             "(default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds to wait for the answer (default %(default)g)")
+    add_client_flags(parser)
 
-    serve = commands.add_parser("serve", help="run the sidecar")
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="warden", description=DESCRIPTION,
+        epilog="`warden COMMAND --help` describes a command and its options.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the sidecar", description=(
+        "Run the sidecar until SIGTERM or Ctrl-C. Once it serves it prints where, and where "
+        "the admin token is kept; its logs are JSON lines on stderr. Every option can also be "
+        "set by the environment variable shown with it; a flag wins."))
     _add_settings_flags(serve)
     serve.add_argument("--demo", action="store_true",
-                       help="create a demo org, app, rate limit and API key, and print them")
+                       help="create a demo org, app, rate limit and API key, and print the key "
+                            "and how to call the sidecar with it")
     serve.set_defaults(run=_serve)
 
-    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
-    _add_settings_flags(migrate)
+    migrate = commands.add_parser(
+        "migrate", help="bring the database schema up to this version of Warden, then exit",
+        description="Apply the database migrations this version of Warden needs, then exit. "
+                    "`warden serve` does this by itself with the embedded database; with a "
+                    "shared database run it once per upgrade, before the sidecars.")
+    _add_settings_flags(migrate, _MIGRATE_OPTIONS)
     migrate.set_defaults(run=_migrate)
 
-    for name, run, text in (("health", _health, "check a running sidecar's health"),
-                            ("authorize", _authorize, "send one Authorize request")):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("--target", default="127.0.0.1:50051")
-        sub.add_argument("--timeout", type=float, default=5.0)
-        add_client_flags(sub)
-        sub.set_defaults(run=run)
-    health_parser = commands.choices["health"]
-    health_parser.add_argument("--service", default="", help="service or component name")
-    auth = commands.choices["authorize"]
-    auth.add_argument("--key", required=True)
-    auth.add_argument("--model", required=True)
-    auth.add_argument("--provider", default="")
-    auth.add_argument("--max-output-tokens", type=int, default=256)
-    auth.add_argument("--prompt", default="")
-    auth.add_argument("--request-id", default="")
+    health = commands.add_parser(
+        "health", help="check a running sidecar's health",
+        description="Check a running sidecar's health: print its status, exit 0 when it is "
+                    "SERVING and 1 otherwise (a container health check).")
+    _client_flags(health)
+    health.add_argument("--service", default="",
+                        help="one service or component, e.g. warden.v1.Admin or "
+                             "warden.component.database (default: the sidecar as a whole)")
+    health.set_defaults(run=_health)
+
+    auth = commands.add_parser(
+        "authorize", help="ask a running sidecar whether one LLM call may go ahead",
+        description="Ask a running sidecar whether one LLM call may go ahead, as an application "
+                    "would before calling the model, and print its answer.")
+    _client_flags(auth)
+    auth.add_argument("--key", required=True, help="the API key to call with (wk_...)")
+    auth.add_argument("--model", required=True, help="the model of the call, e.g. gpt-4o-mini")
+    auth.add_argument("--provider", default="",
+                      help="the provider of the call, e.g. openai (default: none named)")
+    auth.add_argument("--max-output-tokens", type=int, default=256, metavar="N",
+                      help="the most output tokens the call may produce (default %(default)s)")
+    auth.add_argument("--prompt", default="", help="a user message to send with the call")
+    auth.add_argument("--request-id", default="", metavar="ID",
+                      help="the call's id, unique per org (default: a random one)")
+    auth.set_defaults(run=_authorize)
     cli_admin.register(commands)
 
     args = parser.parse_args(argv)
