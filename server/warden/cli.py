@@ -232,7 +232,8 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     add_client_flags(parser)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option; separate from main so that a test can walk the commands."""
     parser = argparse.ArgumentParser(
         prog="warden", description=DESCRIPTION,
         epilog="`warden COMMAND --help` describes a command and its options.")
@@ -282,8 +283,11 @@ def main(argv: list[str] | None = None) -> None:
                       help="the call's id, unique per org (default: a random one)")
     auth.set_defaults(run=_authorize)
     cli_admin.register(commands)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         sys.exit(args.run(args))
     except (SettingsError, ClientFlagsError) as exc:
