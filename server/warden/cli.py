@@ -55,8 +55,8 @@ def _program() -> list[str]:
 
 
 async def _demo(app) -> str:
-    """Create (or reuse) a demo org, app and rate limit through the Admin API, and a new key;
-    the key's plaintext."""
+    """Create (or reuse) a demo org, app and rate limit through the Admin API, and a new key,
+    whose plaintext it returns: the key is shown once."""
     from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 
     auth = (("authorization", f"Bearer {app.admin_token}"),)
@@ -103,10 +103,9 @@ def _summary(app, args: argparse.Namespace, demo_key: str | None) -> str:
     s = app.settings
     target = app.target
     reach = [] if target == cli_admin.DEFAULT_TARGET else ["--target", target]
-    if s.data_path != Settings.load(env={}).data_path:
-        data_dir = ["--data-dir", str(s.data_path)]
-    else:
-        data_dir = []
+    # The admin commands find the token through the data directory, the default one unless told.
+    default_data = Settings.load(env={}).data_path
+    data_dir = [] if s.data_path == default_data else ["--data-dir", str(s.data_path)]
     rows = [("gRPC", target)]
     if s.subject_socket:
         rows.append(("trusted callers", s.subject_socket))
