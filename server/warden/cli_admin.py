@@ -355,7 +355,7 @@ def register(commands: Any) -> None:
 
     text = "create, revoke, rotate and list API keys"
     keys = commands.add_parser("keys", help=text, description=f"Manage API keys: {text}.")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     create = _command(key_commands, "create", _keys_create,
                       "create an API key and print it (once)")
     create.add_argument("--app", required=True, help="the app the key belongs to")
@@ -381,7 +381,8 @@ def register(commands: Any) -> None:
 
     policies = commands.add_parser("policies", help="list policies",
                                    description="List the policies stored in the database.")
-    policy_commands = policies.add_subparsers(dest="policies_command", required=True)
+    policy_commands = policies.add_subparsers(dest="policies_command", required=True,
+                                              metavar="COMMAND")
     listing = _command(policy_commands, "list", _policies_list,
                        "list policies: id, scope, type and mode")
     listing.add_argument("--scope", type=_scope_arg, default=None, metavar="KIND:ID",
@@ -392,7 +393,8 @@ def register(commands: Any) -> None:
         "providers", help="switch providers or models off and on",
         description="Switch providers or models off and on, for every org or one: a call to a "
                     "provider or model that is off is denied with the reason given.")
-    provider_commands = providers.add_subparsers(dest="providers_command", required=True)
+    provider_commands = providers.add_subparsers(dest="providers_command", required=True,
+                                                 metavar="COMMAND")
     off = _command(provider_commands, "off", lambda a: _providers_set(a, False),
                    "switch a provider (or one of its models) off")
     on = _command(provider_commands, "on", lambda a: _providers_set(a, True),
