@@ -11,12 +11,17 @@ import os
 import pkgutil
 import re
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
 
 import warden
 from tests.conftest import ADMIN_TOKEN, KEY_PEPPER
@@ -92,9 +97,18 @@ def _assert_only_warden_records(lines: list[str]) -> None:
             assert record["logger"].startswith("warden."), line
 
 
-async def test_serve_demo_prints_the_target_the_token_path_and_the_key(tmp_path):
-    data = tmp_path / "data"
-    async with _serving("--demo", "--data-dir", str(data), "--listen", "127.0.0.1:0",
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data directory outside pytest's own temporary root: run as root, pgserver opens the
+    path to its own user, and every pytest session that starts on the machine closes that root
+    again (mode 0700), which fails an initdb under way. conftest's server does the same."""
+    path = Path(tempfile.mkdtemp(prefix="warden-startup-"))
+    yield path / "data"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_serve_demo_prints_the_target_the_token_path_and_the_key(data_dir):
+    async with _serving("--demo", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
                         "--metrics-listen", "127.0.0.1:0", env=_env()) as (proc, lines):
         summary, rows = _summary(lines)
         target = rows["gRPC"]
@@ -103,11 +117,11 @@ async def test_serve_demo_prints_the_target_the_token_path_and_the_key(tmp_path)
             lambda: urllib.request.urlopen(rows["metrics"], timeout=5).read().decode())
         assert "warden_build_info" in metrics
 
-        token_file = data / "admin-token"
+        token_file = data_dir / "admin-token"
         assert rows["admin token"].startswith(f"{token_file} "), rows
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         assert token_file.read_text().strip() not in "\n".join(lines)
-        assert rows["database"].startswith(f"embedded PostgreSQL in {data / 'pg'} ")
+        assert rows["database"].startswith(f"embedded PostgreSQL in {data_dir / 'pg'} ")
 
         [key] = [line.strip() for line in summary if line.startswith("  wk_")]
         # The commands printed for the person work as pasted: the demo key against the
