@@ -27,6 +27,8 @@ from warden.tls import ClientFlagsError, add_client_flags, client_channel
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# In the sidecar's data directory, where `warden serve` generates the token when none is given.
+ADMIN_TOKEN_FILE = "admin-token"
 PAGE = 1000
 _VERBS = {admin_pb2.CHANGE_ACTION_CREATE: "create", admin_pb2.CHANGE_ACTION_UPDATE: "update",
           admin_pb2.CHANGE_ACTION_DELETE: "delete"}
@@ -74,7 +76,7 @@ def admin_token(args: argparse.Namespace, required: bool = True) -> str:
         return args.admin_token
     if os.environ.get("WARDEN_ADMIN_TOKEN"):
         return os.environ["WARDEN_ADMIN_TOKEN"]
-    path = Settings.load(overrides={"data_dir": args.data_dir}).data_path / "admin-token"
+    path = Settings.load(overrides={"data_dir": args.data_dir}).data_path / ADMIN_TOKEN_FILE
     try:
         return path.read_text().strip()
     except OSError as exc:
@@ -317,12 +319,17 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _connection_flags(parser: argparse.ArgumentParser, timeout: float) -> None:
-    parser.add_argument("--target", default=DEFAULT_TARGET, help="the Warden to talk to")
-    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per call")
-    parser.add_argument("--admin-token", default="",
-                        help="default: $WARDEN_ADMIN_TOKEN, else <data dir>/admin-token")
-    parser.add_argument("--data-dir", default=None,
-                        help="where to find admin-token [WARDEN_DATA_DIR]")
+    parser.add_argument("--target", default=DEFAULT_TARGET,
+                        help="the sidecar's address, HOST:PORT or unix:PATH (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
+                        help="seconds to wait for each answer (default %(default)g)")
+    parser.add_argument("--admin-token", default="", metavar="TOKEN",
+                        help="the sidecar's admin token (default: $WARDEN_ADMIN_TOKEN, else the "
+                             f"file {ADMIN_TOKEN_FILE} in the sidecar's data directory)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="the sidecar's data directory, where `warden serve` keeps the admin "
+                             "token (default: $WARDEN_DATA_DIR, else $XDG_DATA_HOME/warden or "
+                             "~/.local/share/warden)")
     add_client_flags(parser)
 
 
@@ -338,47 +345,68 @@ def register(commands: Any) -> None:
     """Add the admin commands to the `warden` subcommand parser."""
     # Long enough to wait for another apply holding the lock (store/apply.py waits up to 60 s).
     apply = _command(commands, "apply", _apply,
-                     "converge the orgs a policy file declares (docs/policies-as-code.md)",
+                     "make the orgs a YAML file declares match it: create, update and delete "
+                     "their teams, apps, users and policies, and print each change",
                      timeout=120.0)
-    apply.add_argument("-f", "--file", required=True, help="YAML policy file")
+    apply.add_argument("-f", "--file", required=True,
+                       help="the YAML file declaring orgs, teams, apps, users and policies")
     apply.add_argument("--dry-run", action="store_true",
                        help="print what would change and change nothing")
 
-    keys = commands.add_parser("keys", help="create, revoke, rotate and list API keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    text = "create, revoke, rotate and list API keys"
+    keys = commands.add_parser("keys", help=text, description=f"Manage API keys: {text}.")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     create = _command(key_commands, "create", _keys_create,
                       "create an API key and print it (once)")
-    create.add_argument("--app", required=True)
-    create.add_argument("--user", default="")
-    create.add_argument("--name", default="")
+    create.add_argument("--app", required=True, help="the app the key belongs to")
+    create.add_argument("--user", default="",
+                        help="the user the key acts for (default: none; the app may name the "
+                             "user of each call)")
+    create.add_argument("--name", default="", help="a name to tell the key apart in listings")
     create.add_argument("--model", action="extend", nargs="+", metavar="M",
                         help="models the key may use (default: whatever policies allow)")
-    create.add_argument("--expires-in", type=int, metavar="SECONDS")
+    create.add_argument("--expires-in", type=int, metavar="SECONDS",
+                        help="seconds until the key stops working (default: never)")
+    key_id = "the key's id (key_...), as `warden keys list` shows it"
     revoke = _command(key_commands, "revoke", _keys_revoke, "revoke an API key now")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help=key_id)
     rotate = _command(key_commands, "rotate", _keys_rotate,
                       "replace an API key with a new one; the old one works for a grace period")
-    rotate.add_argument("id")
-    rotate.add_argument("--grace", type=int, metavar="SECONDS")
+    rotate.add_argument("id", help=key_id)
+    rotate.add_argument("--grace", type=int, metavar="SECONDS",
+                        help="seconds the old key keeps working (default: the server's grace "
+                             "period)")
     listing = _command(key_commands, "list", _keys_list, "list the API keys of an app")
-    listing.add_argument("--app", required=True)
+    listing.add_argument("--app", required=True, help="the app whose keys to list")
 
-    policies = commands.add_parser("policies", help="list policies")
-    policy_commands = policies.add_subparsers(dest="policies_command", required=True)
-    listing = _command(policy_commands, "list", _policies_list, "list policies")
+    policies = commands.add_parser("policies", help="list policies",
+                                   description="List the policies stored in the database.")
+    policy_commands = policies.add_subparsers(dest="policies_command", required=True,
+                                              metavar="COMMAND")
+    listing = _command(policy_commands, "list", _policies_list,
+                       "list policies: id, scope, type and mode")
     listing.add_argument("--scope", type=_scope_arg, default=None, metavar="KIND:ID",
-                         help=f"only this scope; KIND one of {', '.join(SCOPE_KINDS)}")
+                         help="only the policies set at this scope, e.g. app:chat; KIND one of "
+                              f"{', '.join(SCOPE_KINDS)} (default: every scope)")
 
-    providers = commands.add_parser("providers", help="switch providers or models off and on")
-    provider_commands = providers.add_subparsers(dest="providers_command", required=True)
+    providers = commands.add_parser(
+        "providers", help="switch providers or models off and on",
+        description="Switch providers or models off and on, for every org or one: a call to a "
+                    "provider or model that is off is denied with the reason given.")
+    provider_commands = providers.add_subparsers(dest="providers_command", required=True,
+                                                 metavar="COMMAND")
     off = _command(provider_commands, "off", lambda a: _providers_set(a, False),
                    "switch a provider (or one of its models) off")
     on = _command(provider_commands, "on", lambda a: _providers_set(a, True),
                   "switch a provider (or one of its models) back on")
     for parser in (off, on):
-        parser.add_argument("provider")
+        parser.add_argument("provider", help="the provider, e.g. openai")
         parser.add_argument("--model", default="", help="one model (default: every model)")
         parser.add_argument("--org", default="", help="one org (default: every org)")
-    off.add_argument("--reason", required=True, help="why (kept with the switch and listed)")
-    listing = _command(provider_commands, "list", _providers_list, "list provider switches")
-    listing.add_argument("--org", default="", help="the switches of one org")
+    off.add_argument("--reason", required=True,
+                     help="why; every denied caller is told, and `providers list` shows it")
+    listing = _command(provider_commands, "list", _providers_list,
+                       "list the providers and models switched off or back on")
+    listing.add_argument("--org", default="",
+                         help="only the switches that apply to one org: its own and those "
+                              "for every org (default: every switch)")

@@ -126,67 +126,81 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("listen", _address, "127.0.0.1:50051", "gRPC address: HOST:PORT or unix:PATH"),
+    Option("listen", _address, "127.0.0.1:50051",
+           "where to serve gRPC: HOST:PORT (port 0 picks a free one) or unix:PATH"),
     Option("subject_socket", _optional_unix, "off",
-           "unix:PATH of a second listener (created mode 0600) whose callers may name an "
-           "explicit subject instead of an API key, or 'off'"),
-    Option("tls_cert", str, "", "PEM certificate chain for TLS on WARDEN_LISTEN; empty: "
-           "plaintext"),
-    Option("tls_key", str, "", "PEM private key of WARDEN_TLS_CERT"),
-    Option("tls_client_ca", str, "", "PEM CA certificates: every caller on WARDEN_LISTEN must "
-           "present a client certificate they signed (mTLS); empty: none asked for"),
-    Option("tls_trusted_clients", _names, "", "client certificate names (SAN, or CN without "
-           "one), comma-separated, that may send an explicit subject instead of an API key"),
+           "a second listener, unix:PATH (created mode 0600), for trusted callers such as a "
+           "gateway: they may name the org, app and user of a call instead of sending an API "
+           "key; 'off' for none"),
+    Option("tls_cert", str, "", "PEM certificate chain file; with it the gRPC listener speaks "
+           "TLS; empty: plaintext"),
+    Option("tls_key", str, "", "PEM private key file of the TLS certificate"),
+    Option("tls_client_ca", str, "", "PEM file of CA certificates; with it every caller must "
+           "present a client certificate one of them signed (mutual TLS); empty: no client "
+           "certificate is asked for"),
+    Option("tls_trusted_clients", _names, "", "client certificate names (subject alternative "
+           "names, or the common name when there are none), comma-separated, that may name the "
+           "org, app and user of a call instead of sending an API key; needs the client CA"),
     Option("tls_admin_clients", _names, "", "client certificate names, comma-separated, that "
-           "may call Admin without the admin token"),
+           "may call the Admin API without the admin token; needs the client CA"),
     Option("metrics_listen", _optional_address, "127.0.0.1:9464",
-           "Prometheus /metrics HOST:PORT, or 'off'"),
+           "where to serve Prometheus metrics (at /metrics): HOST:PORT, or 'off'"),
     Option("database_url", _database_url, "",
-           "PostgreSQL URL; empty starts the embedded server in the data directory"),
-    Option("data_dir", str, "", "where the embedded database, admin token and key pepper live "
-           "(default $XDG_DATA_HOME/warden or ~/.local/share/warden)"),
-    Option("admin_token", str, "", "token for the Admin service; empty: generated once and "
-           "stored in the data directory"),
-    Option("key_pepper", str, "", "secret for hashing API keys, shared by every sidecar of a "
-           "database; empty: generated once and stored in the data directory"),
-    Option("migrate", _auto_bool, "auto", "apply migrations at start: true, false, or auto "
-           "(true for the embedded database only)"),
-    Option("db_pool_min", _positive_int, "1", "minimum database connections"),
-    Option("db_pool_max", _positive_int, "10", "maximum database connections"),
-    Option("db_timeout_seconds", _non_negative_float, "5", "timeout of one database call"),
+           "the PostgreSQL database shared by every sidecar, as a postgresql:// URL; empty: "
+           "Warden runs its own PostgreSQL in the data directory"),
+    Option("data_dir", str, "", "directory for the admin token, the key pepper, the journal of "
+           "records not yet in the database, and the embedded database (default "
+           "$XDG_DATA_HOME/warden or ~/.local/share/warden)"),
+    Option("admin_token", str, "", "the bearer token every Admin API call must carry; empty: "
+           "generated at first start into the file admin-token in the data directory "
+           "(mode 0600)"),
+    Option("key_pepper", str, "", "secret mixed into stored API key hashes; every sidecar of "
+           "one database needs the same; empty: generated at first start into the file "
+           "key-pepper in the data directory"),
+    Option("migrate", _auto_bool, "auto", "bring the database schema up to date at start: "
+           "true, false, or auto (true with the embedded database, false with a database URL, "
+           "where `warden migrate` does it)"),
+    Option("db_pool_min", _positive_int, "1", "fewest database connections kept open"),
+    Option("db_pool_max", _positive_int, "10", "most database connections open at once"),
+    Option("db_timeout_seconds", _non_negative_float, "5",
+           "seconds one database call may take before it fails"),
     Option("max_message_bytes", _positive_int, str(4 * 1024 * 1024),
-           "largest gRPC message accepted"),
+           "largest gRPC message accepted, in bytes; a larger one is refused "
+           "(RESOURCE_EXHAUSTED)"),
     Option("shutdown_grace_seconds", _non_negative_float, "10",
-           "how long in-flight RPCs may finish after SIGTERM"),
+           "seconds calls in progress may take to finish after SIGTERM or Ctrl-C"),
     Option("health_interval_seconds", _non_negative_float, "2",
-           "how often component health is checked"),
-    Option("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+           "seconds between checks of the database, which the gRPC health service reports"),
+    Option("log_level", _log_level, "INFO", "the least severe log records written (JSON lines "
+           "on stderr): DEBUG, INFO, WARNING or ERROR; DEBUG adds the embedded PostgreSQL's "
+           "own start-up output"),
     Option("cache_ttl_seconds", _non_negative_float, "60",
            "how long a cached key, user or policy set may be used without a change "
            "notification (a safety net: changes are pushed within milliseconds); 0 disables "
            "the cache"),
     Option("cache_max_entries", _positive_int, "100000",
-           "entries kept per cache (keys, users, policy sets by scope)"),
+           "entries kept in each cache (API keys, users, policy sets)"),
     Option("reservation_ttl_seconds", _positive_float, "600",
-           "how long an allowed call's reservation waits for RecordUsage before it is settled "
-           "at its reserved amount"),
+           "seconds an allowed call's reservation waits for its RecordUsage; after that it is "
+           "settled at the amount reserved"),
     Option("lease_timeout_seconds", _positive_float, "1",
-           "how long Authorize waits for a quota lease before treating the database as away "
-           "(then each limit's failure_mode decides)"),
+           "seconds Authorize waits for the database to grant this sidecar a share of a quota "
+           "before treating the database as away (each limit's failure_mode then decides)"),
     Option("journal_flush_seconds", _positive_float, "1",
-           "how often decisions, usage and audit events in the local journal are applied to "
-           "the database"),
+           "how often the decisions, usage and audit events recorded on local disk (the "
+           "journal in the data directory) are written to the database"),
     Option("journal_max_bytes", _positive_int, str(256 * 1024 * 1024),
-           "journal size (not yet in the database) from which Audit and StreamAudit answer "
-           "RESOURCE_EXHAUSTED; decisions and usage are never refused"),
+           "bytes of journal not yet written to the database at which Audit and StreamAudit "
+           "are refused (RESOURCE_EXHAUSTED); decisions and usage are never refused"),
     Option("default_max_output_tokens", _positive_int, str(DEFAULT_MAX_OUTPUT_TOKENS),
-           "max_output_tokens reserved (and imposed) for a call that names none while a token "
-           "limit or budget counts output tokens"),
+           "output tokens reserved for, and imposed on, a call that sets no max_output_tokens "
+           "while a token limit or budget counts output tokens"),
     Option("quota_retention_days", _positive_float, "35",
-           "how long counter buckets are kept after no window or budget period counts them"),
+           "days usage counters are kept once no limit window or budget period counts them"),
     Option("audit_retention_days", _non_negative_int, "180",
-           "age (by event time) past which audit events go, a whole monthly partition at a "
-           "time once all of its month is that old; 0 keeps them forever"),
+           "days audit events are kept (by event time); they are dropped a month at a time "
+           "once all of that month is older, so some stay up to a month longer; 0 keeps them "
+           "forever"),
 )
 
 
