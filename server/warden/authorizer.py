@@ -20,7 +20,7 @@ from warden import metrics
 from warden.cache import Cache
 from warden.callers import Callers
 from warden.engine import AuthorizeInput, CompiledSet, Decision, Plan, Unpriced, decide
-from warden.engine.audit import Snapshot, expand, explanation, sampled, scrub
+from warden.engine.audit import Explanation, Snapshot, expand, explanation, sampled, scrub
 from warden.errors import WardenError
 from warden.journal import Journal
 from warden.keys import KeyRecord
@@ -84,10 +84,9 @@ class Authorizer:
         except BaseException:
             self._reservations.release(claim)
             raise
-        explained, snapshot = self._explanation(compiled, plan, decision, request)
         decision_id = self._reservations.record(
-            claim, identity, request, decision, parts, compiled.worst_cost(plan, decision),
-            compiled.price if compiled.price_is_default else None, explained, snapshot)
+            claim, compiled, plan, decision, parts,
+            self._explanation(compiled, plan, decision, request))
         self._count(decision)
         return Authorization(compiled, plan, decision, decision_id)
 
@@ -100,7 +99,7 @@ class Authorizer:
         counter.inc()
 
     def _explanation(self, compiled: CompiledSet, plan: Plan, decision: Decision,
-                     request: AuthorizeInput) -> tuple[dict | None, Snapshot | None]:
+                     request: AuthorizeInput) -> Explanation | None:
         """The attributes of the "authorize.decision" event that explains a sampled decision,
         and the snapshot they refer to (None when they hold every field themselves: a setting
         that masks or hashes fields names them in the full form). They travel in the
@@ -111,16 +110,18 @@ class Authorizer:
         rate = setting.allow_sample_rate if decision.allowed else setting.deny_sample_rate
         if not sampled(rate, request.request_id):
             _SAMPLED_OUT.inc()
-            return None, None
+            return None
         if self._journal.full():
             _JOURNAL_FULL.inc()
-            return None, None
+            return None
+        _LOGGED.inc()
         snapshot: Snapshot | None = compiled.snapshot(plan, decision)
+        if not (setting.mask_fields or setting.hash_fields or setting.store_prompts):
+            return Explanation(snapshot)  # nothing for scrub() to change
         attributes = explanation(decision, snapshot)
         if setting.mask_fields or setting.hash_fields:
             attributes, snapshot = expand(attributes, snapshot.body), None
         if setting.store_prompts:
-            attributes["messages"] = [{"role": role, "content": content}
-                                      for role, content in request.messages]
-        _LOGGED.inc()
-        return scrub(attributes, setting, self._pepper), snapshot
+            attributes["messages"] = [{"role": m.role, "content": m.content}
+                                      for m in request.messages]
+        return Explanation(snapshot, scrub(attributes, setting, self._pepper))

@@ -139,12 +139,14 @@ class Cache:
         """Every model price by (provider, model)."""
         return await self._load(self._prices, "all", self._store.prices)
 
-    async def policies(self, scopes: Sequence[Scope]) -> list[PolicyRecord]:
-        """Every policy attached to any of the scopes; the missing scopes are read at once."""
+    async def policies(self, scopes: Sequence[Scope], fresh: bool = False
+                       ) -> list[PolicyRecord]:
+        """Every policy attached to any of the scopes; the missing scopes (with `fresh`, all
+        of them: one read, so one version of them all) are read at once."""
         found: dict[Scope, tuple[PolicyRecord, ...]] = {}
         missing = []
         for scope in scopes:
-            value = self._get(self._policies, scope)
+            value = _MISSING if fresh else self._get(self._policies, scope)
             if value is _MISSING:
                 missing.append(scope)
             else:
@@ -164,14 +166,17 @@ class Cache:
         return [p for scope in scopes for p in found[scope]]
 
     async def compiled(self, identity: Identity, model: str, provider: str) -> CompiledSet:
-        """The compiled policy set of a scope chain and the model and provider asked for."""
+        """The compiled policy set of a scope chain and the model and provider asked for. Its
+        policies are read in one statement, whatever the cache holds of them: a change that
+        spans several scopes (an Apply) whose notifications are still arriving can never give
+        a set mixing old and new policies."""
         key = (identity, model, provider)
         found = self._get(self._compiled, key)
         if found is not _MISSING:
             return found
         generation = self._generation
         compiled = compile_set(identity, model, provider,
-                               await self.policies(identity.scopes()),
+                               await self.policies(identity.scopes(), fresh=True),
                                await self.provider_switches(), await self.prices(),
                                self._default_max_output)
         if generation == self._generation and self._live:

@@ -12,16 +12,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
-from google.protobuf import duration_pb2, json_format, timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from warden.api.convert import SCOPE_KINDS
+from warden.policy_file import PolicyFileError, load_apply_file
 from warden.settings import Settings
 from warden.tls import ClientFlagsError, add_client_flags, client_channel
 from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2
@@ -126,36 +125,11 @@ def _time(ts: timestamp_pb2.Timestamp, present: bool = True) -> str:
 # apply
 
 
-def load_apply_file(path: str) -> admin_pb2.ApplyRequest:
-    """The file as an ApplyRequest, or UsageError naming the file and what is wrong with it."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping with keys orgs, teams, apps, users and "
-                         f"policies, got {type(data).__name__}")
-    if "dry_run" in data or "dryRun" in data:
-        raise UsageError(f"{path}: dry_run is a command-line choice (--dry-run), not part of "
-                         "the file")
-    request = admin_pb2.ApplyRequest()
-    try:
-        json_format.ParseDict(data, request)
-    except json_format.ParseError as exc:
-        problem = str(exc).rstrip(".")
-        if "got 'int'" in problem or "got 'bool'" in problem or "got 'float'" in problem:
-            problem += (" (YAML reads unquoted values such as 007, yes, no, on and off as "
-                        "numbers or booleans: quote them)")
-        raise UsageError(f"{path} is not a valid Warden declaration: {problem}") from None
-    return request
-
-
 def _apply(args: argparse.Namespace) -> int:
-    request = load_apply_file(args.file)
+    try:
+        request = load_apply_file(args.file)
+    except PolicyFileError as exc:
+        raise UsageError(str(exc)) from None
     request.dry_run = args.dry_run
     reply = _call(args, "Apply", request)
     prefix = "plan: " if args.dry_run else ""

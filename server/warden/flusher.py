@@ -79,9 +79,14 @@ class Flusher:
         await self._journal.close()
 
     async def flush(self) -> None:
-        """Apply every sealed journal segment to the decision log, oldest first."""
+        """Apply every sealed journal segment to the decision log, oldest first. With nothing
+        to apply while reservations of this sidecar may still be settled elsewhere, claim what
+        other sidecars settled (an empty batch)."""
         async with self._flushing:
-            for segment in await self._journal.seal():
+            segments = await self._journal.seal()
+            if not segments and self._reservations.awaiting_usage():
+                await self.apply([])
+            for segment in segments:
                 fresh = segment.path not in self._replayed
                 batch, rows = [], 0
                 for (kind, n), body in zip(segment.records, segment.bodies, strict=True):
@@ -166,14 +171,10 @@ class Flusher:
                 delay = min(max(delay * 2, self._flush_interval), 2.0)
 
     async def _expire_loop(self) -> None:
-        """Expire what nobody settled, and (with an empty batch) claim what other sidecars
-        settled for this one when it has had no record to flush."""
         while True:
             await asyncio.sleep(self._expire_interval)
             try:
                 metrics.DB_ROUND_TRIPS.labels("expire").inc()
                 metrics.RESERVATIONS_EXPIRED.inc(await self._log.expire(10000))
-                async with self._flushing:
-                    await self.apply([])
             except Exception as exc:  # noqa: BLE001 - next round
                 log.warning("expiring reservations failed", extra={"error": repr(exc)})

@@ -21,8 +21,7 @@ total admitted across any number of sidecars never exceeds the limit.
 - Database away: what a sidecar holds stays spendable. Beyond it, a fail_open quota admits and
   owes the amount (charged at the next grant); a fail_closed one denies.
 - Budget alerts: a grant that finds a budget's period at or over its alert threshold queues an
-  audit event (action budget.alert) whose id names the policy and period, so that whichever
-  sidecars see the crossing, it is stored once per period.
+  alert (budget_alerts.py).
 """
 
 from __future__ import annotations
@@ -31,14 +30,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from warden import metrics
+from warden.budget_alerts import BudgetAlerts
 from warden.engine import Fit, PolicyRecord, QuotaCheck, QuotaOutcome, fit
 from warden.engine.model import Part
 from warden.errors import StoreUnavailable
-from warden.store.base import BudgetAlert, CounterStore, Grant
+from warden.lease import Lease, lease_setting, lease_window
+from warden.store.base import CounterStore
 
 log = logging.getLogger("warden.quota")
 
@@ -59,51 +59,6 @@ BOUNDARY_WAIT = 0.05
 # either gets allowance or finds the quota exhausted, so this bound is only a safety net.
 ATTEMPTS = 50
 
-def _setting(policy: PolicyRecord) -> tuple:
-    """Leases are per policy setting: a changed limit or window starts a new lease."""
-    return policy.limit, _window(policy)
-
-
-def _window(policy: PolicyRecord) -> tuple[timedelta | None, str]:
-    if policy.budget is not None:
-        return None, policy.budget.period.lower()
-    assert policy.rate_limit is not None
-    return timedelta(seconds=policy.rate_limit.window_seconds), ""
-
-
-@dataclass
-class Lease:
-    policy: PolicyRecord
-    available: int = 0  # granted and not yet spent
-    debt: int = 0  # admitted fail-open, to charge at the next grant
-    bucket: datetime | None = None
-    until: float = 0.0  # monotonic end of the bucket
-    rtt: float = 0.0  # how long the last grant took
-    unleased: int = 0  # what no sidecar held at the last grant
-    reset_time: datetime | None = None
-    # The bucket and reset time in ISO 8601, formatted once per grant for every call's record.
-    bucket_text: str | None = None
-    reset_text: str | None = None
-    last_grant: int = 0
-    short_at: float = float("-inf")  # when a grant last came back short
-    unavailable: bool = False  # the last attempt could not reach the database
-    spent: int = 0  # since the last grant, for the spending rate
-    granted_at: float = 0.0
-    rate: float = 0.0  # spent per second, smoothed
-    wanted: int = 0  # what callers waiting for the next refill are short of, together
-    alerted: datetime | None = None  # the budget period whose alert this sidecar has queued
-    refill: asyncio.Future | None = field(default=None, repr=False)
-
-    def live(self, now: float) -> bool:
-        return self.bucket is not None and now < self.until
-
-    def room(self, now: float) -> int:
-        return self.available if self.live(now) else 0
-
-    def remaining(self, now: float) -> int:
-        return self.room(now) + self.unleased
-
-
 class Quotas:
     def __init__(self, store: CounterStore, timeout: float) -> None:
         self._store = store
@@ -111,9 +66,10 @@ class Quotas:
         self._leases: dict[str, Lease] = {}
         # (policy id, bucket, delta) to send: unspent allowance given back.
         self._returns: list[tuple[str, datetime, int]] = []
-        self._alerts: list[BudgetAlert] = []
+        self._alerts = BudgetAlerts(store, timeout)
         self._down_until = 0.0
         self._tasks: set[asyncio.Task] = set()
+        self._released = False  # at shutdown: no more renewals
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -122,7 +78,7 @@ class Quotas:
         # The cache hands out the same record until the policy changes: compare by identity
         # first, so a decision builds nothing here in the common case.
         if lease is None or (lease.policy is not policy
-                             and _setting(lease.policy) != _setting(policy)):
+                             and lease_setting(lease.policy) != lease_setting(policy)):
             owed = 0
             if lease is not None:  # the policy's limit or window changed
                 self._give_back(lease)
@@ -173,7 +129,7 @@ class Quotas:
                 await asyncio.sleep(gap)
                 now = time.monotonic()
         policy, debt = lease.policy, lease.debt
-        window, period = _window(policy)
+        window, period = lease_window(policy)
         # An ended lease gives back what it did not spend in this same call, so that the
         # allowance is not stranded until the next background return.
         returned_bucket, returned = lease.bucket, 0
@@ -197,15 +153,23 @@ class Quotas:
         lease.unavailable = False
         lease.rtt = time.monotonic() - now
         lease.debt -= debt
-        if lease.bucket != grant.bucket_start:
+        new_bucket = lease.bucket != grant.bucket_start
+        if new_bucket:
             self._give_back(lease)
-            lease.bucket = grant.bucket_start
+            lease.bucket, lease.used = grant.bucket_start, False
             lease.bucket_text = grant.bucket_start.isoformat()
         granted = grant.granted
         lease.available += granted
         # The bucket's end on this sidecar's monotonic clock, measured from before the call,
         # so the lease never outlives its bucket on the database clock.
         lease.until = now + (grant.bucket_end - grant.db_now).total_seconds()
+        if new_bucket:
+            # Renewed as soon as the next bucket starts on the database's clock, if calls
+            # took from this one: the first call of a bucket then finds a lease, not a wait
+            # for a round trip (one a bucket, as the calls would have made).
+            asyncio.get_running_loop().call_later(
+                max(lease.until + lease.rtt - time.monotonic(), 0.0), self._renew, lease,
+                grant.bucket_start)
         lease.unleased = max(policy.limit - grant.used, 0)
         if lease.reset_time != grant.reset_time:
             lease.reset_time, lease.reset_text = grant.reset_time, grant.reset_time.isoformat()
@@ -217,42 +181,22 @@ class Quotas:
         lease.last_grant = granted
         if granted < want:
             lease.short_at = time.monotonic()
-        self._check_alert(lease, grant)
+        lease.alerted = self._alerts.check(lease.policy, lease.alerted, grant)
         metrics.LEASE_GRANTS.labels("full" if granted == want else
                                     "partial" if granted else "empty").inc()
 
-    def _check_alert(self, lease: Lease, grant: Grant) -> None:
-        """Queue the budget's alert event once its period's count reaches the threshold. The
-        count includes allowance leased but not yet spent, so an alert may come a few seconds
-        of spending early, never late."""
-        budget, period = lease.policy.budget, grant.bucket_start
-        if (budget is None or not budget.alert_threshold_percent or lease.alerted == period
-                or grant.used * 100 < budget.alert_threshold_percent * budget.limit_micros):
-            return
-        lease.alerted = period
-        policy = lease.policy
-        self._alerts.append(BudgetAlert(
-            policy.id, f"budget-alert:{policy.id}:{period.isoformat()}", grant.db_now, {
-                "policy_id": policy.id, "scope_kind": policy.scope_kind,
-                "scope_id": policy.scope_id, "period": budget.period,
-                "period_start": period.isoformat(), "period_end": grant.bucket_end.isoformat(),
-                "threshold_percent": budget.alert_threshold_percent,
-                "limit_micros": budget.limit_micros, "counted_micros": grant.used,
-                "mode": policy.mode}))
-
     async def raise_alerts(self) -> None:
-        """Store the queued alert events; those that fail stay queued for the next round."""
-        while self._alerts:
-            alert = self._alerts[0]
-            metrics.DB_ROUND_TRIPS.labels("alert").inc()
-            stored = await asyncio.wait_for(self._store.raise_alert(alert), self._timeout)
-            self._alerts.pop(0)
-            if stored:  # not already stored by another sidecar
-                metrics.BUDGET_ALERTS.inc()
-                log.warning("budget alert threshold reached", extra={
-                    k: alert.attributes[k] for k in ("policy_id", "period_start",
-                                                     "threshold_percent", "counted_micros",
-                                                     "limit_micros")})
+        await self._alerts.raise_all()
+
+    def _renew(self, lease: Lease, bucket: datetime) -> None:
+        if self._released or lease.bucket != bucket or not lease.used \
+                or self._leases.get(lease.policy.id) is not lease:
+            return
+        early = lease.until + lease.rtt - time.monotonic()
+        if early > 0:  # a timer may fire a little early: the grant would land in this bucket
+            asyncio.get_running_loop().call_later(early + 0.001, self._renew, lease, bucket)
+        elif lease.refill is None:
+            self._start_refill(lease)
 
     def _may_ask(self, lease: Lease, now: float) -> bool:
         return now >= self._down_until and (now - lease.short_at >= EMPTY_RETRY
@@ -262,9 +206,12 @@ class Quotas:
         """Refill in the background before a live lease runs dry, if the quota has more."""
         if (lease.refill is None and lease.live(now) and lease.unleased > 0
                 and lease.available * 4 < lease.last_grant and self._may_ask(lease, now)):
-            task = asyncio.ensure_future(self._refill(lease, 0))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_refill(lease)
+
+    def _start_refill(self, lease: Lease) -> None:
+        task = asyncio.ensure_future(self._refill(lease, 0))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -273,6 +220,12 @@ class Quotas:
         """Take every check's amount or none; return the outcomes, what fit() allowed, and
         the parts taken (empty when denied)."""
         leases = [self._lease(c.policy) for c in checks]
+        now = time.monotonic()
+        amounts = [c.demand.amount(want_output) for c in checks]
+        if now >= self._down_until and all(
+                lease.bucket is not None and now < lease.until and lease.available >= amount
+                and not lease.unavailable for lease, amount in zip(leases, amounts, strict=True)):
+            return self._take_held(checks, leases, amounts, want_output, now, db_now)
         for attempt in range(ATTEMPTS):
             now = time.monotonic()
             waits = []
@@ -311,8 +264,27 @@ class Quotas:
             self._prefetch(lease, now)
         return outcomes, got, parts
 
+    def _take_held(self, checks: list[QuotaCheck], leases: list[Lease], amounts: list[int],
+                   want_output: int, now: float, db_now: datetime
+                   ) -> tuple[list[QuotaOutcome], Fit, list[Part]]:
+        """take() when every lease holds the whole amount at want_output (the common case):
+        nothing to wait for, and fit() could only say "all of it, as asked"."""
+        parts, outcomes = [], []
+        for check, lease, amount in zip(checks, leases, amounts, strict=True):
+            lease.spent += amount
+            lease.available -= amount
+            lease.used = True
+            if amount:
+                parts.append(Part(lease.policy.id, lease.bucket, lease.policy.metric, amount,
+                                  lease.bucket_text))
+            outcomes.append(QuotaOutcome(check, True, amount, lease.available + lease.unleased,
+                                         db_now, lease.reset_time, reset_text=lease.reset_text))
+            self._prefetch(lease, now)
+        return outcomes, Fit(want_output, [True] * len(checks), [False] * len(checks)), parts
+
     def _spend(self, lease: Lease, owed: bool, amount: int, now: float) -> Part:
         lease.spent += amount
+        lease.used = True
         if not owed:
             lease.available -= amount
             return Part(lease.policy.id, lease.bucket, lease.policy.metric, amount,
@@ -388,6 +360,7 @@ class Quotas:
         grants = [lease.refill for lease in self._leases.values() if lease.refill is not None]
         if grants:
             await asyncio.wait(grants, timeout=self._timeout * 2)
+        self._released = True
         for task in list(self._tasks):
             task.cancel()
         for lease in self._leases.values():

@@ -29,7 +29,8 @@ ended still replaces such an expiry when its record is applied.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,13 +38,13 @@ from typing import Any
 from cachetools import LRUCache, TTLCache
 
 from warden import metrics
-from warden.engine import AuthorizeInput, Decision, Identity, Part
-from warden.engine.audit import Snapshot
+from warden.engine import CompiledSet, Decision, Part, Plan
+from warden.engine.audit import Explanation
 from warden.engine.pricing import Price, cost_micros, find_price
 from warden.errors import WardenError
 from warden.journal import Journal
 from warden.quota import Quotas
-from warden.records import USAGE_FIELDS, decision_record
+from warden.records import USAGE_FIELDS, DecisionJSON, decision_record
 from warden.store.base import DecisionLog, SettledElsewhere
 
 
@@ -72,8 +73,10 @@ class Reservations:
         self._log = log
         self._quotas = quotas
         self._sidecar_id = sidecar_id
+        self._allowed_until = 0.0  # monotonic: when the last reservation made here expires
         self._clock = clock
         self.ttl = timedelta(seconds=ttl)
+        self._ttl_seconds = ttl
         self._flush_interval = flush_interval
         self._recent: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl + 300)
         # (org, snapshot id) -> the journal segment its body was last journaled in. A body is
@@ -97,37 +100,52 @@ class Reservations:
         if reservation.deciding:
             self._recent.pop((reservation.org_id, reservation.request_id), None)
 
-    def record(self, reservation: Reservation, identity: Identity, request: AuthorizeInput,
-               decision: Decision, parts: list[Part], reserved_cost: int, price: Price | None,
-               explanation: dict[str, Any] | None = None,
-               snapshot: Snapshot | None = None) -> str:
+    def record(self, reservation: Reservation, compiled: CompiledSet, plan: Plan,
+               decision: Decision, parts: list[Part],
+               explanation: Explanation | None = None) -> str:
         """Log the decision, with the attributes of its explanation event if given (durable
         against SIGKILL once this returns); return its decision id, which is an allowed call's
         reservation id. The first record of each journal segment that refers to a snapshot
         carries its body."""
         now = self._clock()
-        route = decision.route
+        route, request, org_id = decision.route, plan.request, compiled.identity.org_id
         r = reservation
         decision_id = os.urandom(16).hex()
         r.deciding, r.allowed = False, decision.allowed
         r.model = route.model if route else request.model
         r.provider = route.provider if route else request.provider
         expire = None
+        price = compiled.price if compiled.price_is_default else None
         if decision.allowed:
             r.reservation_id, r.parts, r.price = decision_id, tuple(parts), price
             r.expire_time = expire = now + self.ttl
-        record = decision_record(identity, request, decision, decision_id, r.parts,
+            self._allowed_until = time.monotonic() + self._ttl_seconds
+        reserved_cost = compiled.worst_cost(plan, decision)
+        snapshot = explanation.snapshot if explanation else None
+        segment = self._journal.segment
+        with_body = snapshot is not None and self._snapshots.get((org_id, snapshot.id)) != segment
+        if (expire is not None and not with_body and (explanation is None or explanation.plain)
+                and _own_results(plan, decision)):
+            encoder = compiled.derived.get("journal")
+            if encoder is None:
+                encoder = compiled.derived["journal"] = DecisionJSON(compiled)
+            self._journal.append_body(encoder.encode(
+                plan, decision, r.parts, decision_id, now.isoformat(), expire.isoformat(),
+                reserved_cost, snapshot.id if snapshot else None),
+                ("decision", 1 if explanation is None else 2))
+            return decision_id
+        record = decision_record(compiled.identity, request, decision, decision_id, r.parts,
                                  reserved_cost, price, now.isoformat(),
                                  expire.isoformat() if expire else None)
-        segment = self._journal.segment
         if explanation is not None:
-            record["explanation"] = explanation
-            if snapshot is not None and \
-                    self._snapshots.get((identity.org_id, snapshot.id)) != segment:
+            record["explanation"] = explanation.attributes(decision)
+            if with_body:
+                assert snapshot is not None
                 record["snapshot"] = snapshot.body
         self._journal.append(record)
-        if "snapshot" in record:  # once it is in the journal
-            self._snapshots[(identity.org_id, snapshot.id)] = segment
+        if with_body:  # once it is in the journal
+            assert snapshot is not None
+            self._snapshots[(org_id, snapshot.id)] = segment
         return decision_id
 
     # -- RecordUsage ---------------------------------------------------------------------------
@@ -163,7 +181,11 @@ class Reservations:
         await self._journal.sync(r.settled_seq)
         return row["cost_micros"], False
 
-    def settled_elsewhere(self, settled: list[SettledElsewhere]) -> None:
+    def awaiting_usage(self) -> bool:
+        """A reservation made here may not be settled yet (its TTL has not run out)."""
+        return time.monotonic() < self._allowed_until
+
+    def settled_elsewhere(self, settled: Sequence[SettledElsewhere]) -> None:
         """Settle this sidecar's reservations whose usage another sidecar stored (handed over
         once by the decision log), as if their RecordUsage had come here."""
         for s in settled:
@@ -248,3 +270,11 @@ def _actual(usage: Mapping[str, Any]) -> dict[str, int]:
             "OUTPUT_TOKENS": usage["output_tokens"],
             "TOTAL_TOKENS": usage["input_tokens"] + usage["output_tokens"],
             "COST_MICROS": usage["cost_micros"] or 0}
+
+
+def _own_results(plan: Plan, decision: Decision) -> bool:
+    """The decision's results are its compiled set's own: its fixed ones, then each quota's
+    plain admission (no cost cap or lowered tokens spoke)."""
+    results, fixed = decision.results, len(plan.fixed)
+    return len(results) == fixed + len(plan.checks) and all(
+        r is c.admitted for r, c in zip(results[fixed:], plan.checks, strict=True))

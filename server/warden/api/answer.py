@@ -26,7 +26,12 @@ from warden.v1 import types_pb2, warden_pb2
 _EPOCH_MICROS = convert.epoch_micros
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -35,14 +40,19 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# Field keys (number << 3 | wire type) of the fields numbered 1-8: varint and length-delimited.
+_VARINT_KEY = [_varint(n << 3) for n in range(9)]
+_BYTES_KEY = [_varint(n << 3 | 2) for n in range(9)]
+
+
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited field (a string or a submessage)."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+    return _BYTES_KEY[number] + _varint(len(data)) + data
 
 
 def _number(number: int, value: int) -> bytes:
     """A varint field; nothing for 0, as proto3 writes it."""
-    return _varint(number << 3) + _varint(value) if value else b""
+    return _VARINT_KEY[number] + _varint(value) if value else b""
 
 
 def _seconds_nanos(seconds: int, nanos: int) -> bytes:
@@ -64,6 +74,9 @@ class _Parts:
     fixed_capped: bytes
     admitted: tuple[bytes, ...]  # per quota term: its plain-allow result
     limits: tuple[tuple[bytes, int], ...]  # per quota term: LimitStatus without its state; limit
+    # Per quota term: the last reset time encoded, and its reset_time field (a lease's reset
+    # time changes with its grants, not with every call).
+    resets: list[tuple[datetime | None, bytes]]
     route: bytes  # Route without max_output_tokens
     identity: bytes  # the identity field
     denied: bytes  # the whole answer, when every target of the set is refused
@@ -88,6 +101,7 @@ def _parts(compiled: CompiledSet) -> _Parts:
             policy_id=t.policy.id, scope=convert.scope(t.policy.scope_kind, t.policy.scope_id),
             metric=convert.METRICS[t.policy.metric], limit=t.policy.limit).SerializeToString(),
             t.policy.limit) for t in compiled.terms),
+        [(None, b"")] * len(compiled.terms),
         warden_pb2.Route(provider=route.provider, model=route.model, fallbacks=[
             types_pb2.RouteTarget(provider=f.provider, model=f.model) for f in route.fallbacks]
         ).SerializeToString() if route else b"",
@@ -127,12 +141,13 @@ def authorize_response(a: Authorization) -> bytes:
     if limits:  # one quota result and one limit per term of the set, in its order
         for i, (r, term) in enumerate(zip(results[quota_from:], compiled.terms, strict=True)):
             out.append(parts.admitted[i] if r is term.admitted else _result(r))
-        for (head, limit), outcome in zip(parts.limits, limits, strict=True):
-            remaining = outcome.remaining
-            body = head + _number(5, min(max(remaining, 0), limit)
-                                  if remaining is not None else 0)
-            if outcome.reset_time is not None:
-                body += _field(6, _timestamp(outcome.reset_time))
+        resets = parts.resets
+        for i, ((head, limit), outcome) in enumerate(zip(parts.limits, limits, strict=True)):
+            remaining, reset = outcome.remaining, outcome.reset_time
+            if resets[i][0] is not reset:
+                resets[i] = (reset, _field(6, _timestamp(reset)) if reset is not None else b"")
+            body = b"".join((head, _number(5, min(max(remaining, 0), limit)
+                                          if remaining is not None else 0), resets[i][1]))
             out.append(_field(4, body))
     if decision.route is not None:
         out.append(_field(5, parts.route + _number(3, decision.route.max_output_tokens)))

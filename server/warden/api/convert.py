@@ -213,7 +213,18 @@ def authorize_input(request: warden_pb2.AuthorizeRequest) -> AuthorizeInput:
                           max_output_tokens=request.max_output_tokens,
                           user_id=request.user_id or request.subject.user_id,
                           min_output_tokens=request.min_output_tokens,
-                          messages=tuple((m.role, m.content) for m in request.messages))
+                          messages=request.messages)
+
+
+def usage_row(request: warden_pb2.RecordUsageRequest) -> dict[str, Any]:
+    """What RecordUsage reports, by the names of the usage columns."""
+    usage = request.usage
+    return {"request_id": request.request_id, "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_input_tokens": usage.cached_input_tokens, "model": request.model,
+            "provider": request.provider, "outcome": OUTCOMES[request.outcome],
+            "latency_ms": request.latency.ToMilliseconds() if request.HasField("latency")
+            else None}
 
 
 def _policy_result(result: PolicyResult) -> warden_pb2.PolicyResult:

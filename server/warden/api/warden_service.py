@@ -42,6 +42,7 @@ def _subject(message) -> warden_pb2.Subject | None:
     return message.subject if message.HasField("subject") else None
 
 
+_FIRST, _DUPLICATE = (metrics.USAGE_RECORDS.labels(d) for d in ("false", "true"))
 # The strings of an AuditEvent besides attributes; the request's deserializer leaves them to
 # _append (warden.api.decoding).
 _EVENT_TEXT = ("event_id", "action", "request_id", "user_id", "model", "provider")
@@ -77,6 +78,30 @@ def _check_authorize(request: warden_pb2.AuthorizeRequest) -> None:
     if v.tokens(request.min_output_tokens, "min_output_tokens"):
         v.check(request.min_output_tokens <= (request.max_output_tokens or MAX_TOKENS),
                 "min_output_tokens", "must not exceed max_output_tokens")
+    v.done()
+
+
+def _check_record_usage(request: warden_pb2.RecordUsageRequest) -> None:
+    v = Violations()
+    v.request_id(request.request_id)
+    _check_credentials(v, request.api_key, _subject(request))
+    usage = request.usage
+    v.tokens(usage.output_tokens, "usage.output_tokens")
+    if v.tokens(usage.input_tokens, "usage.input_tokens") and v.tokens(
+            usage.cached_input_tokens, "usage.cached_input_tokens"):
+        v.check(usage.cached_input_tokens <= usage.input_tokens, "usage.cached_input_tokens",
+                "must not exceed usage.input_tokens (input_tokens includes cached tokens)")
+    if request.HasField("cost_micros"):
+        v.check(0 <= request.cost_micros <= 10**15, "cost_micros",
+                "must be between 0 and 10^15")
+    v.text(request.model, "model")
+    v.text(request.provider, "provider")
+    v.check(request.outcome in convert.OUTCOMES, "outcome",
+            "must be OUTCOME_COMPLETED, OUTCOME_FAILED or OUTCOME_CANCELLED")
+    if request.HasField("latency"):
+        v.check(0 <= request.latency.ToMilliseconds() <= 86_400_000, "latency",
+                "must be between 0 and 24 hours")
+    v.check(len(request.reservation_id) <= 64, "reservation_id", "must be at most 64 characters")
     v.done()
 
 
@@ -123,41 +148,13 @@ class WardenService(warden_pb2_grpc.WardenServicer):
     @rpc
     async def RecordUsage(self, request: warden_pb2.RecordUsageRequest,
                           context: grpc.aio.ServicerContext) -> warden_pb2.RecordUsageResponse:
-        v = Violations()
-        v.request_id(request.request_id)
-        _check_credentials(v, request.api_key, _subject(request))
-        usage = request.usage
-        v.tokens(usage.output_tokens, "usage.output_tokens")
-        if v.tokens(usage.input_tokens, "usage.input_tokens") and v.tokens(
-                usage.cached_input_tokens, "usage.cached_input_tokens"):
-            v.check(usage.cached_input_tokens <= usage.input_tokens, "usage.cached_input_tokens",
-                    "must not exceed usage.input_tokens (input_tokens includes cached tokens)")
-        if request.HasField("cost_micros"):
-            v.check(0 <= request.cost_micros <= 10**15, "cost_micros",
-                    "must be between 0 and 10^15")
-        v.text(request.model, "model")
-        v.text(request.provider, "provider")
-        v.check(request.outcome in convert.OUTCOMES, "outcome",
-                "must be OUTCOME_COMPLETED, OUTCOME_FAILED or OUTCOME_CANCELLED")
-        latency = request.latency.ToMilliseconds() if request.HasField("latency") else None
-        v.check(latency is None or 0 <= latency <= 86_400_000, "latency",
-                "must be between 0 and 24 hours")
-        v.check(len(request.reservation_id) <= 64, "reservation_id",
-                "must be at most 64 characters")
-        v.done()
+        _check_record_usage(request)
         key = await self._caller(request.api_key, _subject(request), context)
-        row = {
-            "request_id": request.request_id, "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cached_input_tokens": usage.cached_input_tokens, "model": request.model,
-            "provider": request.provider, "outcome": convert.OUTCOMES[request.outcome],
-            "latency_ms": latency,
-        }
         cost, duplicate = await self._c.reservations.settle(
-            key.org_id, row, request.reservation_id,
+            key.org_id, convert.usage_row(request), request.reservation_id,
             request.cost_micros if request.HasField("cost_micros") else None,
             await self._c.cache.prices())
-        metrics.USAGE_RECORDS.labels(str(duplicate).lower()).inc()
+        (_DUPLICATE if duplicate else _FIRST).inc()
         return warden_pb2.RecordUsageResponse(cost_micros=cost or 0, duplicate=duplicate,
                                               cost_unknown=cost is None)
 

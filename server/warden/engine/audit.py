@@ -102,6 +102,26 @@ def explanation(decision: Decision, snapshot: Snapshot) -> dict[str, Any]:
     return attributes
 
 
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """How a decision is explained in its journal record: plainly (what `explanation` gives,
+    which the journal may encode straight from the decision), or by attributes already
+    worked out (expanded, scrubbed, prompts added) for a setting that changes them."""
+
+    snapshot: Snapshot | None
+    given: dict[str, Any] | None = None
+
+    @property
+    def plain(self) -> bool:
+        return self.given is None
+
+    def attributes(self, decision: Decision) -> dict[str, Any]:
+        if self.given is not None:
+            return self.given
+        assert self.snapshot is not None
+        return explanation(decision, self.snapshot)
+
+
 def expand(attributes: dict[str, Any], body: Mapping[str, Any] | None) -> dict[str, Any]:
     """An explanation with its snapshot's fields put back: results in RESULT order, limits in
     LIMIT order, without the snapshot id. Attributes without a snapshot id (explanations

@@ -148,7 +148,7 @@ class CompiledSet:
                                       f"max_output_tokens lowered to {fits} by the cost cap of "
                                       f"{budget.max_request_cost_micros} micros per request"))
         return Plan(self.identity, request, results, checks,
-                    replace(route, max_output_tokens=max_tokens), least, fixed)
+                    Route(route.provider, route.model, max_tokens, route.fallbacks), least, fixed)
 
     def worst_cost(self, plan: Plan, decision: Decision) -> int:
         """What the routed call costs at most at its model's price (0 when it has none)."""

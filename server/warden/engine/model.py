@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -256,7 +256,8 @@ class AuthorizeInput:
     max_output_tokens: int = 0
     user_id: str = ""  # the app's end user, when the caller names one
     min_output_tokens: int = 0  # the least max_output_tokens the caller can use (0: 1)
-    messages: tuple[tuple[str, str], ...] = ()  # (role, content) of the prompt's messages
+    # The prompt's messages: objects with .role and .content (the request's own, unconverted).
+    messages: Sequence[Any] = ()
 
 
 @dataclass(frozen=True)
