@@ -32,7 +32,7 @@ _LOGGED, _SAMPLED_OUT, _JOURNAL_FULL = (metrics.DECISION_LOG.labels(outcome) for
                                         ("logged", "sampled_out", "journal_full"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Authorization:
     """A decided call: the decision, the plan and set it came from (for adapters that encode
     answers from what the set fixes), and its id (an allowed call's reservation id)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
 from warden import metrics
 from warden.engine import (
@@ -35,6 +35,7 @@ from warden.engine import (
 )
 from warden.engine.pricing import Price
 from warden.errors import StoreUnavailable
+from warden.expiring import ExpiringDict
 from warden.keys import KeyRecord
 from warden.store.base import LookupStore
 
@@ -47,7 +48,7 @@ class _Entries:
 
     def __init__(self, name: str, maxsize: int, ttl: float) -> None:
         self.name = name
-        self.data: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl)
+        self.data = ExpiringDict(maxsize, ttl)
         # The last value read per key, served only while the database is unreachable.
         self.last: LRUCache = LRUCache(maxsize=maxsize)
         self.hits = metrics.CACHE_HITS.labels(name)
@@ -121,6 +122,9 @@ class Cache:
         return value
 
     async def api_key(self, prefix: str) -> KeyRecord | None:
+        found = self._get(self._keys, prefix)  # every call's: no coroutine when cached
+        if found is not _MISSING:
+            return found
         return await self._load(self._keys, prefix, lambda: self._store.find_api_key(prefix))
 
     async def app(self, app_id: str) -> tuple[str, str] | None:

@@ -23,7 +23,7 @@ class Callers:
         """The record of a live API key; UNAUTHENTICATED otherwise."""
         prefix = key_prefix(api_key)
         record = await self._cache.api_key(prefix) if prefix else None
-        return authenticate(record, api_key, self._pepper, self._clock())
+        return authenticate(record, api_key, self._pepper, self._clock)
 
     async def by_subject(self, org_id: str, app_id: str) -> KeyRecord:
         """A keyless record for an app of the org, named by a caller trusted to do so."""
@@ -37,18 +37,19 @@ class Callers:
     async def identity(self, key: KeyRecord, user_id: str) -> Identity:
         """The scope chain of a call: the key's user, or else the end user the app names. An
         end user the org does not know is logged but has no user scope (and no teams)."""
-        teams = key.team_ids
         if key.user_id:
             if user_id and user_id != key.user_id:
                 raise WardenError(
                     "PERMISSION_DENIED", "PERMISSION_DENIED",
                     f"API key {key.id} belongs to user {key.user_id!r} and cannot act for "
                     f"user {user_id!r}", [("user_id", "must be empty or the key's own user")])
-            user_id = key.user_id
-        elif user_id:
-            user_teams = await self._cache.user_teams(key.org_id, user_id)
-            if user_teams is None:
-                user_id = ""
-            else:
-                teams = tuple(sorted(set(teams) | set(user_teams)))
+            return key.identity
+        if not user_id:
+            return key.identity
+        teams = key.team_ids
+        user_teams = await self._cache.user_teams(key.org_id, user_id)
+        if user_teams is None:
+            user_id = ""
+        else:
+            teams = tuple(sorted(set(teams) | set(user_teams)))
         return Identity(key.org_id, key.app_id, key.id, user_id, teams, key.allowed_models)

@@ -35,13 +35,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
 from warden import metrics
 from warden.engine import CompiledSet, Decision, Part, Plan
 from warden.engine.audit import Explanation
 from warden.engine.pricing import Price, cost_micros, find_price
 from warden.errors import WardenError
+from warden.expiring import ExpiringDict
 from warden.journal import Journal
 from warden.quota import Quotas
 from warden.records import USAGE_FIELDS, DecisionJSON, decision_record
@@ -78,7 +79,7 @@ class Reservations:
         self.ttl = timedelta(seconds=ttl)
         self._ttl_seconds = ttl
         self._flush_interval = flush_interval
-        self._recent: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl + 300)
+        self._recent = ExpiringDict(max_entries, ttl + 300)
         # (org, snapshot id) -> the journal segment its body was last journaled in. A body is
         # journaled once per segment, so a damaged segment can take only its own
         # explanations' snapshot with it; one forgotten is journaled again, and stored once.

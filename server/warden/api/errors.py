@@ -67,20 +67,22 @@ Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 def rpc(handler: Handler) -> Handler:
     method = handler.__name__
+    answered = metrics.RPC_DURATION.labels(method, "OK")  # bound once: every call's
 
     @functools.wraps(handler)
     async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start, code = time.perf_counter(), "OK"
+        start = time.perf_counter()
         try:
             if isinstance(request, Malformed):
                 request.raise_error()
-            return await handler(self, request, context)
+            answer = await handler(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error leaves as a status
             error = _translate(method, exc)
-            code = error.code
+            metrics.RPC_DURATION.labels(method, error.code).observe(time.perf_counter() - start)
             await abort(context, error)
-        finally:
-            metrics.RPC_DURATION.labels(method, code).observe(time.perf_counter() - start)
+        else:
+            answered.observe(time.perf_counter() - start)
+            return answer
 
     return wrapped
 

@@ -102,7 +102,7 @@ def explanation(decision: Decision, snapshot: Snapshot) -> dict[str, Any]:
     return attributes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Explanation:
     """How a decision is explained in its journal record: plainly (what `explanation` gives,
     which the journal may encode straight from the decision), or by attributes already

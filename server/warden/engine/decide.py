@@ -27,7 +27,7 @@ _METRIC_WORDS = {"REQUESTS": "requests", "INPUT_TOKENS": "input tokens",
                  "OUTPUT_TOKENS": "output tokens", "TOTAL_TOKENS": "tokens"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Fit:
     max_output: int  # the max_output_tokens every enforced quota can cover
     fits: list[bool]  # per check: it can cover its amount at max_output

@@ -247,7 +247,7 @@ class ProviderSwitch:
         return self.provider == target.provider and self.model in ("", target.model)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AuthorizeInput:
     request_id: str
     model: str
@@ -272,7 +272,7 @@ class PolicyResult:
     message: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Demand:
     """What a call takes from one quota, given the max_output_tokens it may use:
     ceil((fixed + per_output * max_output_tokens) / scale). Token counts have scale 1; a cost
@@ -297,7 +297,7 @@ class Demand:
 MAX_OUTPUT = 2**62
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QuotaCheck:
     """Take `demand` from `policy`'s allowance (rate limit or budget), all or nothing."""
 
@@ -319,7 +319,7 @@ class QuotaOutcome:
     reset_text: str | None = None  # reset_time in ISO 8601, formatted once per lease grant
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Part:
     """What one call took from one quota: settlement refunds or charges the difference."""
 
@@ -330,7 +330,7 @@ class Part:
     bucket_text: str | None = None  # bucket in ISO 8601 (formatted once per lease grant)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Route:
     provider: str
     model: str
@@ -338,7 +338,7 @@ class Route:
     fallbacks: tuple[Target, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Plan:
     identity: Identity
     request: AuthorizeInput
@@ -355,7 +355,7 @@ class Plan:
         return any(not r.allowed and r.mode == "enforce" for r in self.results)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     allowed: bool
     reason: Reason

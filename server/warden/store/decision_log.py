@@ -55,6 +55,18 @@ _RESERVATION = (
 
 _FLUSH = f"""
 WITH d AS (SELECT $1::text::jsonb AS decisions),
+explained AS (
+    -- Explanations ride in their decisions' records: the attributes, the rest is the
+    -- decision's. (Records an earlier Warden journaled carry a whole event and its time.) One
+    -- per decision, so no sort: a replay's copy, with its journaled time, is the conflict.
+    SELECT r.org_id, r.app_id, 'decision:' || r.request_id AS event_id,
+           coalesce((r.event->>'event_time')::timestamptz, r.create_time) AS event_time,
+           'authorize.decision' AS action, r.request_id, r.user_id, r.model, r.provider,
+           coalesce(r.explanation, r.event->'attributes') AS attributes
+    FROM d, jsonb_to_recordset(d.decisions) AS r(org_id text, app_id text,
+             request_id text, user_id text, model text, provider text,
+             create_time timestamptz, explanation jsonb, event jsonb)
+    WHERE r.explanation IS NOT NULL OR r.event IS NOT NULL),
 events AS (
     -- One of the copies of a key: the id with the caller's time, or with any time the
     -- sidecar assigned (a retry got another).
@@ -62,21 +74,7 @@ events AS (
            x.org_id, x.app_id, x.event_id, x.event_time,
            x.action, x.request_id, x.user_id, x.model, x.provider, x.attributes,
            x.time_assigned
-    FROM (
-        SELECT org_id, app_id, event_id, event_time, action, request_id, user_id, model,
-               provider, attributes, time_assigned, n
-        FROM {AUDIT_IN}
-        UNION ALL
-        -- Explanations ride in their decisions' records: the attributes, the rest is the
-        -- decision's. (Records an earlier Warden journaled carry a whole event and its time.)
-        SELECT r.org_id, r.app_id, 'decision:' || r.request_id,
-               coalesce((r.event->>'event_time')::timestamptz, r.create_time),
-               'authorize.decision', r.request_id, r.user_id, r.model, r.provider,
-               coalesce(r.explanation, r.event->'attributes'), false, 0
-        FROM d, jsonb_to_recordset(d.decisions) AS r(org_id text, app_id text,
-                 request_id text, user_id text, model text, provider text,
-                 create_time timestamptz, explanation jsonb, event jsonb)
-        WHERE r.explanation IS NOT NULL OR r.event IS NOT NULL) x
+    FROM {AUDIT_IN} x
     ORDER BY x.org_id, x.event_id, CASE WHEN NOT x.time_assigned THEN x.event_time END, x.n),
 snapshots AS (
     -- The body a sidecar journals with the first explanation of each segment that refers
@@ -89,6 +87,11 @@ snapshots AS (
     WHERE r.snapshot IS NOT NULL AND r.explanation->>'snapshot' IS NOT NULL
       AND EXISTS (SELECT 1 FROM orgs o WHERE o.id = r.org_id)
     ON CONFLICT DO NOTHING),
+explanations AS (
+    INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
+                              user_id, model, provider, attributes)
+    SELECT * FROM explained e WHERE EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)
+    ON CONFLICT (org_id, event_time, event_id) DO NOTHING),
 stored AS (
     INSERT INTO audit_events (org_id, app_id, event_id, event_time, action, request_id,
                               user_id, model, provider, attributes, time_assigned)
@@ -107,7 +110,7 @@ stored AS (
     WHERE seen.found IS NULL AND EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)
     ON CONFLICT (org_id, event_time, event_id) DO NOTHING RETURNING 1)
 SELECT f.*,
-       (SELECT count(*) FROM events e
+       (SELECT count(*) FROM (SELECT org_id FROM events UNION ALL SELECT org_id FROM explained) e
         WHERE NOT EXISTS (SELECT 1 FROM orgs o WHERE o.id = e.org_id)) AS audit_orphaned
 FROM d, warden_apply_journal(d.decisions, $2::text::jsonb, $3) AS f
 """
