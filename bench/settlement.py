@@ -15,9 +15,11 @@ input and 2 per output token, and two apps, one per phase:
    midnight that is less than 90 s away). Each call asks for 1-2,000 input and 1-2,000 output
    tokens with a random min_output_tokens, so Warden may lower max_output_tokens to fit.
 
-Each phase offers about --offer times its limit (by what the calls reserve), --concurrency
-calls in flight, Authorize on sidecar i mod --sidecars. An allowed call "runs" (a 1-10 ms
-sleep standing for the LLM call), uses a random fraction of the output tokens it was
+Each phase offers about --offer times its limit (by what the calls reserve), in --waves waves
+WAVE_PAUSE seconds apart (as an app's traffic goes on; a refund comes back to the sidecar
+that authorized a call with that sidecar's next journal flush, and the next wave can use it),
+--concurrency calls in flight, Authorize on sidecar i mod --sidecars. An allowed call "runs"
+(a 1-10 ms sleep standing for the LLM call), uses a random fraction of the output tokens it was
 granted, and is settled with RecordUsage carrying its reservation_id; a fraction --elsewhere
 of the settlements goes to a sidecar other than the one that authorized the call. That
 sidecar knows the reservation only once the decision reached Postgres (the authorizing
@@ -61,6 +63,7 @@ LLM_SECONDS = (0.001, 0.010)
 MIDNIGHT_MARGIN = 90.0
 # A settlement on another sidecar answered NOT_FOUND is retried this often, for this long.
 RETRY_PAUSE, RETRY_FOR = 0.25, 10.0
+WAVE_PAUSE = 1.5  # more than a journal flush interval
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ def asks(phase: Phase, limit: int, offer: float, rng: random.Random, sidecars: i
 
 
 async def offer(phase: Phase, key: str, sidecars: list[Server], calls: list[tuple],
-                concurrency: int, run_id: str) -> Outcome:
+                concurrency: int, run_id: str, waves: int) -> Outcome:
     out = Outcome(offered=len(calls))
     channels = [grpc.aio.insecure_channel(s.target) for s in sidecars]
     stubs = [warden_pb2_grpc.WardenStub(c) for c in channels]
@@ -213,7 +216,11 @@ async def offer(phase: Phase, key: str, sidecars: list[Server], calls: list[tupl
             out.elsewhere += settles != by
 
     try:
-        await asyncio.gather(*(one(i) for i in range(len(calls))))
+        size = math.ceil(len(calls) / waves)
+        for start in range(0, len(calls), size):
+            if start:
+                await asyncio.sleep(WAVE_PAUSE)
+            await asyncio.gather(*(one(i) for i in range(start, min(start + size, len(calls)))))
     finally:
         for channel in channels:
             await channel.close()
@@ -247,7 +254,7 @@ def work(bench: Bench) -> dict:
         say(f"{phase.name}: {len(calls)} calls offered at concurrency {args.concurrency} ...")
         started = time.perf_counter()
         outcomes[phase.name] = o = asyncio.run(offer(phase, keys[phase.name], sidecars, calls,
-                                                     args.concurrency, run_id))
+                                                     args.concurrency, run_id, args.waves))
         say(f"{phase.name}: done in {time.perf_counter() - started:.1f} s")
         if o.errors:
             bench.problem(f"{phase.name}: {sum(o.errors.values())} calls failed "
@@ -324,6 +331,7 @@ def main() -> None:
                    help="fraction of RecordUsage calls sent to another sidecar")
     p.add_argument("--offer", type=float, default=4.0,
                    help="what the offered calls reserve, in multiples of the limit")
+    p.add_argument("--waves", type=int, default=4, help="waves the offer comes in")
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
     p.add_argument("--token-limit", type=int, default=200_000,
                    help="TOTAL_TOKENS an hour of the tokens phase")
@@ -331,12 +339,12 @@ def main() -> None:
                    help="daily budget of the budget phase")
     p.add_argument("--seed", type=int, default=1, help="of the calls' sizes and sidecars")
     args = p.parse_args()
-    harness.positive(p, args, "sidecars", "concurrency")
+    harness.positive(p, args, "sidecars", "concurrency", "waves")
     harness.positive(p, args, "token_limit", "budget_micros", at_least=MAX_TOKENS * 3)
     if not 0 <= args.elsewhere <= 1 or args.offer <= 0:
         p.error("--elsewhere must be in [0, 1] and --offer > 0")
     harness.main(p, work, report, lambda a: {
-        "sidecars": a.sidecars, "elsewhere": a.elsewhere, "offer": a.offer,
+        "sidecars": a.sidecars, "elsewhere": a.elsewhere, "offer": a.offer, "waves": a.waves,
         "concurrency": a.concurrency, "seed": a.seed}, args)
 
 
