@@ -1,12 +1,12 @@
 """The audit part of Warden's journal flush in isolation, on a fresh migrated database: what
-Postgres spends per stored event in the flush Warden runs (ledger.store: COPY of the events'
-text rows straight into audit_events, or into a temporary table and then ledger._FLUSH), and
-what the alternatives would.
+Postgres spends per stored event in the flush Warden runs (decision_log.store: COPY of the
+events' text rows straight into audit_events, or into a temporary table and then
+decision_log._FLUSH), and what the alternatives would.
 
     python bench/audit_flush.py [--events 100000] [--database-url URL | embedded] [--json PATH]
 
 Each variant stores --events events of the shape bench/audit.py sends, in journal records of
-100 events (one StreamAudit message), 5,000 events per call (ledger.BATCH), one call after
+100 events (one StreamAudit message), 5,000 events per call (flusher.BATCH), one call after
 another on one connection set up as Warden's pool sets up its own. Each call is one
 transaction, as a flush is. Each variant first makes one call on its connection that is not
 measured (a connection's first call of the statement costs up to a second more), then empties
@@ -16,7 +16,7 @@ second on one connection. Variants:
 
 - `Warden, caller's time`: the bench's events, each with its time, so no id probe: COPY'd
   straight into audit_events, as Warden does with the records it journaled. The journal holds
-  each record's COPY rows (built by ledger.copy_rows when the events are acknowledged), so the
+  each record's COPY rows (built by records.copy_rows when the events are acknowledged), so the
   flush builds nothing.
 - `Warden the careful way, caller's time`: the same through the temporary table and _FLUSH
   (its sort, org check and ON CONFLICT), as Warden applies a journal an earlier run left, or a
@@ -101,7 +101,7 @@ def events_json(record: dict) -> bytes:
 
 
 async def apply_warden(conn: asyncpg.Connection, batch: list[bytes]) -> float:
-    """ledger.store for a batch of records' COPY rows, straight into audit_events as Warden
+    """decision_log.store for a batch of records' COPY rows, straight into audit_events as Warden
     stores events with the caller's time. Returns the Python time spent building the call's
     data from what the journal holds: none."""
     await store(conn, "[]", "[]", [], batch)
@@ -109,7 +109,7 @@ async def apply_warden(conn: asyncpg.Connection, batch: list[bytes]) -> float:
 
 
 async def apply_careful(conn: asyncpg.Connection, batch: list[bytes]) -> float:
-    """ledger.store the careful way: COPY into the temporary table, then _FLUSH (events whose
+    """decision_log.store the careful way: COPY into the temporary table, then _FLUSH (events whose
     time Warden assigned, a journal an earlier run left, a batch after a copy already stored)."""
     await store(conn, "[]", "[]", batch)
     return 0.0
@@ -117,7 +117,7 @@ async def apply_careful(conn: asyncpg.Connection, batch: list[bytes]) -> float:
 
 async def apply_binary(conn: asyncpg.Connection, bodies: list[bytes]) -> float:
     """Binary COPY of rows built from the records' JSON into a temporary table, then one
-    INSERT ... SELECT with the flush's org check and ON CONFLICT, and warden_flush for
+    INSERT ... SELECT with the flush's org check and ON CONFLICT, and warden_apply_journal for
     decisions and usage (none here), in one transaction."""
     started = time.process_time()
     rows = [(r["org_id"], r["app_id"], e["event_id"], e["event_time"], e["action"],

@@ -4,9 +4,9 @@
 -- The sidecar that made a reservation (its owner, requests.sidecar_id) is the only one that
 -- refunds it: into the lease the allowance came from when that lease still holds the bucket,
 -- else into the bucket here. When the usage stored for a request came from another sidecar,
--- the row is marked refund_pending, and the owner claims it with its next journal flush
--- (warden_apply_journal returns it) and settles it as if it had received the RecordUsage
--- itself. A refund is thus made once, by one sidecar, whichever sidecars the settlement (and
+-- the row is marked refund_pending, the owner is told (NOTIFY warden_refunds, its sidecar id),
+-- and it claims the row with its next journal flush (warden_apply_journal returns it) and
+-- settles it as if it had received the RecordUsage itself. A refund is thus made once, by one sidecar, whichever sidecars the settlement (and
 -- its retries) reached, and nothing is left stranded: a pending refund whose reservation
 -- expired (its owner is gone) is settled here by warden_expire.
 --
@@ -75,6 +75,7 @@ DECLARE
     orphaned bigint;
     adj jsonb;
     claimed jsonb;
+    owners text[];
 BEGIN
     WITH r AS (
         SELECT * FROM jsonb_to_recordset(p_requests) AS r(
@@ -124,7 +125,8 @@ BEGIN
     known AS (
         -- The owner's own settlements carry their adjustments (what it did not settle in its
         -- leases); another sidecar's leave the whole of it to the owner.
-        SELECT u.*, r.sidecar_id <> p_sidecar AS elsewhere FROM u JOIN requests r
+        SELECT u.*, r.sidecar_id <> p_sidecar AS elsewhere, r.sidecar_id AS owner
+        FROM u JOIN requests r
             ON r.org_id = u.org_id AND r.request_id = u.request_id AND r.decision = 'allow'),
     saved AS (
         INSERT INTO usage AS s (org_id, request_id, input_tokens, output_tokens,
@@ -152,8 +154,12 @@ BEGIN
            (SELECT coalesce(jsonb_agg(a), '[]')
             FROM won w, jsonb_array_elements(coalesce(w.adjustments, '[]')) a
             WHERE NOT w.elsewhere),
+           (SELECT array_agg(DISTINCT w.owner) FROM won w WHERE w.elsewhere),
            (SELECT count(*) FROM settled)
-    INTO stored, orphaned, adj;
+    INTO stored, orphaned, adj, owners;
+
+    -- Delivered when this transaction commits: the owners claim what is held for them.
+    PERFORM pg_notify('warden_refunds', o) FROM unnest(owners) o;
 
     IF jsonb_array_length(adj) > 0 THEN
         PERFORM warden_adjust(

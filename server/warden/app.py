@@ -40,6 +40,7 @@ from warden.store import postgres
 from warden.store.apply import PostgresApplyStore
 from warden.store.audit_partitions import maintain_audit_partitions
 from warden.store.audit_query import PostgresAuditQueryStore
+from warden.store.base import REFUNDS
 from warden.store.counters import PostgresCounterStore
 from warden.store.decision_log import PostgresDecisionLog
 from warden.store.embedded import EmbeddedPostgres
@@ -161,7 +162,7 @@ class App:
         ), pepper, read_or_create_secret(data / "sidecar-id"), self.database_now)
         self._feed = PostgresChangeFeed(self.database_url, max(s.health_interval_seconds, 0.5))
         self._feed_task = asyncio.create_task(
-            self._feed.run(components.cache.invalidate, components.cache.set_live))
+            self._feed.run(self._changed, components.cache.set_live))
         await components.flusher.start()
         # Housekeeping's first rounds run before serving, the rest hourly: this month's audit
         # partition exists before the first event, and no first round races a caller's writes.
@@ -177,6 +178,14 @@ class App:
         self._watcher = asyncio.create_task(self._watch_database())
         log.info("warden serving", extra={"target": self.target, "metrics_port": self.metrics_port,
                                           "embedded_database": s.embedded_database})
+
+    def _changed(self, table: str, row_id: str) -> None:
+        """A change feed notification: usage held for a sidecar, or a cached row changed."""
+        assert self.components is not None
+        if table == REFUNDS:
+            self.components.flusher.held(row_id)
+        else:
+            self.components.cache.invalidate(table, row_id)
 
     async def _prune_once(self) -> float:
         """Drop counter buckets no window or period counts any more; the seconds until the next

@@ -52,6 +52,7 @@ class Flusher:
         self._flushing = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._replayed: set[Path] = set()  # segments an earlier run left
+        self._claim: asyncio.Future | None = None  # a claim of held usage, started
 
     async def start(self) -> None:
         """Apply what an earlier run left in the journal, then flush and expire until stop()."""
@@ -69,8 +70,9 @@ class Flusher:
                        asyncio.create_task(self._expire_loop())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        for task in (*self._tasks, self._claim):
+            if task is not None:
+                task.cancel()
         try:
             await self.flush()
         except Exception:  # noqa: BLE001 - the journal keeps it for the next start
@@ -79,14 +81,9 @@ class Flusher:
         await self._journal.close()
 
     async def flush(self) -> None:
-        """Apply every sealed journal segment to the decision log, oldest first. With nothing
-        to apply while reservations of this sidecar may still be settled elsewhere, claim what
-        other sidecars settled (an empty batch)."""
+        """Apply every sealed journal segment to the decision log, oldest first."""
         async with self._flushing:
-            segments = await self._journal.seal()
-            if not segments and self._reservations.awaiting_usage():
-                await self.apply([])
-            for segment in segments:
+            for segment in await self._journal.seal():
                 fresh = segment.path not in self._replayed
                 batch, rows = [], 0
                 for (kind, n), body in zip(segment.records, segment.bodies, strict=True):
@@ -170,11 +167,31 @@ class Flusher:
                 log.warning("journal flush failed; retrying", extra={"error": repr(exc)})
                 delay = min(max(delay * 2, self._flush_interval), 2.0)
 
+    def held(self, sidecar_id: str) -> None:
+        """The decision log holds usage for `sidecar_id` (the change feed says so): claim it
+        now if it is this sidecar's, rather than with the next flush that has records."""
+        if sidecar_id == self._sidecar_id and self._claim is None:
+            self._claim = asyncio.ensure_future(self._claim_held())
+
+    async def _claim_held(self) -> None:
+        try:
+            async with self._flushing:
+                self._claim = None  # a notification from now on needs another claim
+                await self.apply([])
+        except Exception as exc:  # noqa: BLE001 - the next flush or expiry round claims it
+            log.warning("claiming usage held for this sidecar failed",
+                        extra={"error": repr(exc)})
+
     async def _expire_loop(self) -> None:
+        """Expire what nobody settled; and claim what is held for this sidecar, should a
+        notification have been missed."""
         while True:
             await asyncio.sleep(self._expire_interval)
             try:
                 metrics.DB_ROUND_TRIPS.labels("expire").inc()
                 metrics.RESERVATIONS_EXPIRED.inc(await self._log.expire(10000))
+                if self._reservations.awaiting_usage():
+                    async with self._flushing:
+                        await self.apply([])
             except Exception as exc:  # noqa: BLE001 - next round
                 log.warning("expiring reservations failed", extra={"error": repr(exc)})

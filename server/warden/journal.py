@@ -5,7 +5,7 @@ Format: a directory (mode 0700) holding `LOCK` and segment files `<16-digit coun
 names sort in creation order. A segment is a run of records, each
 `4-byte big-endian body length | 4-byte big-endian zlib.crc32(body) | body`, the body being
 compact UTF-8 JSON of one dict (the record), optionally followed by a newline and a payload of
-raw bytes (the ledger's audit records carry their events there as COPY rows). Compact JSON
+raw bytes (audit records carry their events there as COPY rows: records.py). Compact JSON
 holds no raw newline, so the first one ends the record.
 
 Guarantees:

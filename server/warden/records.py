@@ -1,5 +1,5 @@
 """What the journal holds: the records of decisions, usage and audit batches, as the flush
-applies them (store/decision_log.py, migrations/0008's warden_flush). One place for their
+applies them (store/decision_log.py, migrations/0008's warden_apply_journal). One place for their
 fields, so that what Authorize and RecordUsage write and what the flush reads stay in step.
 
 - decision: one per Authorize, with the reservation of an allowed call and, when sampled, the

@@ -138,6 +138,7 @@ class AdminService(ReportHandlers, admin_pb2_grpc.AdminServicer):
                                             convert.user_to_proto)
         return admin_pb2.ListUsersResponse(users=items, next_page_token=token)
 
+    @_flushes_cache
     @rpc
     async def CreateApp(self, request: admin_pb2.CreateAppRequest,
                         context: grpc.aio.ServicerContext) -> admin_pb2.CreateAppResponse:
@@ -271,6 +272,7 @@ class AdminService(ReportHandlers, admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListPoliciesResponse(
             policies=[convert.policy_to_proto(r) for r in rows], next_page_token=token)
 
+    @_flushes_cache
     @rpc
     async def SetModelPrice(self, request: admin_pb2.SetModelPriceRequest,
                             context: grpc.aio.ServicerContext) -> admin_pb2.SetModelPriceResponse:

@@ -88,12 +88,18 @@ class LookupStore(Protocol):
     async def prices(self) -> dict[tuple[str, str], Price]: ...
 
 
+# The `table` a ChangeFeed names when the decision log holds usage for a sidecar (the row id is
+# that sidecar's id).
+REFUNDS = "refund_pending"
+
+
 class ChangeFeed(Protocol):
     async def run(self, on_change: Callable[[str, str], None],
                   on_state: Callable[[bool], None]) -> None:
         """Until cancelled: call on_change(table, row id) for every committed change to a cached
-        table; on_state(True) each time the feed is listening (changes before it may have been
-        missed), on_state(False) as soon as it is not."""
+        table, and on_change("refund_pending", sidecar id) when usage is held for a sidecar
+        (DecisionLog.apply); on_state(True) each time the feed is listening (changes before it
+        may have been missed), on_state(False) as soon as it is not."""
         ...
 
 
@@ -104,7 +110,7 @@ class PriceStore(Protocol):
 
 class AuditSink(Protocol):
     """What the API writes straight to the database (audit events go through the journal:
-    ledger.py)."""
+    audit_log.py)."""
 
     async def admin_refused(self, method: str, peer: str, reason: str) -> None:
         """Record an Admin call refused for its credentials."""

@@ -14,11 +14,14 @@ from warden import metrics
 from warden.engine import PolicyRecord, ProviderSwitch, policy_from_row
 from warden.engine.pricing import Price
 from warden.keys import KeyRecord
+from warden.store.base import REFUNDS
 from warden.store.postgres import postgres_store
 
 log = logging.getLogger("warden.changes")
 
 CHANNEL = "warden_changes"
+# Settlements held for a sidecar (migrations/0008): the payload is its sidecar id.
+REFUNDS_CHANNEL = "warden_refunds"
 
 # The key, its app's team and its user's teams, in one round trip.
 _FIND_KEY = """
@@ -133,6 +136,8 @@ class PostgresChangeFeed:
         try:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(CHANNEL, notified)
+            await conn.add_listener(REFUNDS_CHANNEL,
+                                    lambda _c, _p, _ch, payload: on_change(REFUNDS, payload))
             started()
             log.info("change feed listening")
             while not lost.is_set():
