@@ -165,3 +165,43 @@ async def test_a_limit_is_used_whichever_sidecar_settles(db_url, db, fleet, quot
     # Every reservation was settled once, by its owner, and every unspent lease given back.
     assert granted == used
     await until(lambda: db.fetchval("SELECT count(*) = 0 FROM usage WHERE refund_pending"))
+
+
+async def test_the_owner_is_told_at_once_when_usage_is_held_for_it(db_url, db, tmp_path):
+    """A settles its reservation itself, though it flushes nothing for an hour: the change feed
+    tells it the moment B's flush holds the usage."""
+    a = App(settings_for(db_url, str(tmp_path / "a"), journal_flush_seconds="3600"))
+    b = App(settings_for(db_url, str(tmp_path / "b"), journal_flush_seconds="0.2"))
+    await a.start()
+    await b.start()
+    try:
+        async with grpc.aio.insecure_channel(a.target) as ca, \
+                grpc.aio.insecure_channel(b.target) as cb:
+            admin, other = Client(ca), Client(cb)
+            key = await tenant(admin)
+            await admin.admin.CreatePolicy(admin_pb2.CreatePolicyRequest(
+                policy=types_pb2.Policy(
+                    id="tph", scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="chat"),
+                    rate_limit=types_pb2.RateLimitConfig(
+                        metric=types_pb2.METRIC_TOTAL_TOKENS, window=types_pb2.WINDOW_HOUR,
+                        limit=100_000))), metadata=admin.auth)
+            reply = await admin.warden.Authorize(authorize_request(
+                key, "r1", input_tokens=100, max_output_tokens=900))
+            assert reply.decision == ALLOW
+            await a.components.flusher.flush()  # the decision reaches Postgres
+            lease = a.components.quotas._leases["tph"]
+            held = lease.available
+            await other.warden.RecordUsage(warden_pb2.RecordUsageRequest(
+                request_id="r1", api_key=key, outcome=warden_pb2.OUTCOME_COMPLETED,
+                usage=types_pb2.Usage(input_tokens=100, output_tokens=100),
+                reservation_id=reply.reservation_id))
+            # 800 of the 1,000 reserved were not used: back in A's lease, not in B's.
+            await until(lambda: _true(lease.available == held + 800), within=3.0)
+            assert await db.fetchval("SELECT refund_pending FROM usage") is False
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
