@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -89,3 +90,12 @@ async def until(predicate, within: float = 1.0, step: float = 0.01) -> float:
         assert time.monotonic() - start < within, "not within the time limit"
         await asyncio.sleep(step)
     return time.monotonic() - start
+
+
+async def clear_of_utc_midnight(margin: float = 90.0) -> None:
+    """A daily budget counts one UTC calendar day: don't let a test straddle two."""
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    left = (midnight - now).total_seconds()
+    if left < margin:
+        await asyncio.sleep(left + 1.0)

@@ -16,14 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
 import pytest
 
 from tests.conftest import Client
-from tests.helpers import authorize_request, new_key, tenant, until
+from tests.helpers import authorize_request, clear_of_utc_midnight, new_key, tenant, until
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
 ALLOW, DENY = warden_pb2.DECISION_ALLOW, warden_pb2.DECISION_DENY
@@ -80,15 +79,6 @@ async def _bounded(count: int, call: Callable[[int], Awaitable], limit: int = CO
             return await call(i)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
-
-
-async def _clear_of_utc_midnight(margin: float = 90.0) -> None:
-    """A daily budget counts one UTC calendar day: don't let a test straddle two."""
-    now = datetime.now(UTC)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    left = (midnight - now).total_seconds()
-    if left < margin:
-        await asyncio.sleep(left + 1.0)
 
 
 # -- 1. requests ---------------------------------------------------------------------------------
@@ -201,7 +191,7 @@ async def test_settled_tokens_never_exceed_the_limit_and_refunds_are_reused(db_u
 async def test_settled_spend_never_exceeds_the_budget_with_calls_in_flight(db_url, db, fleet):
     budget = 1_000_000
     offered = 800  # worst case ~3,000 micros each: 2.4x the budget, ~1.6x once settled
-    await _clear_of_utc_midnight()
+    await clear_of_utc_midnight()
     cars = await fleet.start_many(SIDECARS, db_url)
     admin = cars[0].client
     key = await tenant(admin)  # the org's time zone defaults to UTC
@@ -333,7 +323,7 @@ async def test_outage_fails_open_or_closed_then_recovers(private_pg, fleet):
     # neither limit is reached: ~20 calls per second per app for ~12 s.
     per_app_rate, calls_per_limit, outage_seconds = 20.0, 400, 4.0
     cost = 100 + 2 * 100  # worst case = actual: 100 input and 100 output tokens at the price
-    await _clear_of_utc_midnight()
+    await clear_of_utc_midnight()
     car = await fleet.start("w0", private_pg.url, WARDEN_MIGRATE="true",
                             WARDEN_HEALTH_INTERVAL_SECONDS="0.2",
                             WARDEN_METRICS_LISTEN="127.0.0.1:0")

@@ -14,14 +14,13 @@ import asyncio
 import logging
 import random
 import shutil
-from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from prometheus_client import REGISTRY
 
 from tests.conftest import Client, settings_for
-from tests.helpers import authorize_request, tenant, until
+from tests.helpers import authorize_request, clear_of_utc_midnight, tenant, until
 from warden.app import App
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
@@ -69,15 +68,6 @@ async def test_a_replayed_journal_is_no_request_id_reuse(db_url, db, tmp_path, c
     assert _conflicts() == before
     assert not [r for r in caplog.records if "another" in r.getMessage()]
     assert await db.fetchval("SELECT count(*) FROM requests") == 200
-
-
-async def _clear_of_utc_midnight(margin: float = 90.0) -> None:
-    """A daily budget counts one UTC calendar day: don't let a test straddle two."""
-    now = datetime.now(UTC)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    left = (midnight - now).total_seconds()
-    if left < margin:
-        await asyncio.sleep(left + 1.0)
 
 
 async def _offer(cars, key: str, count: int, seed: int, cost_of=None) -> dict[str, int]:
@@ -128,7 +118,7 @@ async def _offer(cars, key: str, count: int, seed: int, cost_of=None) -> dict[st
 async def test_a_limit_is_used_whichever_sidecar_settles(db_url, db, fleet, quota):
     limit = 200_000 if quota == "tokens" else 1_000_000
     if quota == "budget":
-        await _clear_of_utc_midnight()
+        await clear_of_utc_midnight()
     cars = await fleet.start_many(SIDECARS, db_url)
     admin = cars[0].client
     key = await tenant(admin)
