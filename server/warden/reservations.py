@@ -16,8 +16,8 @@ Only the sidecar that made a reservation (its owner) settles it: it refunds what
 not use into the lease the allowance came from while that lease holds the same bucket (at
 once usable again), and leaves the rest to its usage record, applied with the record, once.
 A settlement that reaches another sidecar is journaled there without settling; the decision
-log holds it for the owner, whose next flush hands it over (DecisionLog.apply), and the owner
-settles it as its own (settled_elsewhere). So whichever sidecars a settlement and its retries
+log holds it for the owner and says so over NOTIFY, the owner claims it at once (and with every
+flush of its own, DecisionLog.apply) and settles it as its own (settled_elsewhere). So whichever sidecars a settlement and its retries
 reach, the refund is made once, and none is stranded: one the owner never claims (it is gone)
 is settled by the decision log's expiry.
 
