@@ -17,9 +17,9 @@ not use into the lease the allowance came from while that lease holds the same b
 once usable again), and leaves the rest to its usage record, applied with the record, once.
 A settlement that reaches another sidecar is journaled there without settling; the decision
 log holds it for the owner and says so over NOTIFY, the owner claims it at once (and with every
-flush of its own, DecisionLog.apply) and settles it as its own (settled_elsewhere). So whichever sidecars a settlement and its retries
-reach, the refund is made once, and none is stranded: one the owner never claims (it is gone)
-is settled by the decision log's expiry.
+flush of its own, DecisionLog.apply) and settles it as its own (settled_elsewhere). So whichever
+sidecars a settlement and its retries reach, the refund is made once, and none is stranded: one
+the owner never claims (it is gone) is settled by the decision log's expiry.
 
 Reservations not settled within the TTL are settled at their reserved amount by the decision
 log's expiry, which every sidecar runs now and then; a settlement acknowledged before the TTL
