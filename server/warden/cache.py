@@ -44,7 +44,7 @@ _MISSING = object()
 
 
 class _Entries:
-    """One named TTLCache with its metrics."""
+    """One named expiring cache with its metrics and its last-known values."""
 
     def __init__(self, name: str, maxsize: int, ttl: float) -> None:
         self.name = name

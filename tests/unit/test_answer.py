@@ -1,25 +1,67 @@
 """Authorize's answer encoded from a compiled set's pre-encoded parts (api/answer.py) decodes to
-exactly the message the plain path builds (convert.decision_to_proto), for every engine case:
-allowed and denied, capped and lowered, static denials, cost caps, retry_after."""
+exactly the message built field by field from the decision (plain() here), for every engine
+case: allowed and denied, capped and lowered, static denials, cost caps, retry_after."""
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from google.protobuf import duration_pb2
 
 from tests.unit.engine_cases import CASES, run
 from warden.api import convert
 from warden.api.answer import authorize_response
 from warden.authorizer import Authorization
-from warden.v1 import warden_pb2
+from warden.engine import PolicyResult, QuotaOutcome
+from warden.v1 import types_pb2, warden_pb2
 
 DECIDED = [p for p in CASES if run(p).decision is not None]
 
 
+def _result(r: PolicyResult) -> warden_pb2.PolicyResult:
+    return warden_pb2.PolicyResult(
+        policy_id=r.policy_id, scope=convert.scope(r.scope_kind, r.scope_id),
+        policy_type=r.policy_type, mode=convert.MODES[r.mode], allowed=r.allowed,
+        reason=convert.reason(r.reason.value), message=r.message)
+
+
+def _limit(outcome: QuotaOutcome) -> warden_pb2.LimitStatus:
+    policy = outcome.check.policy
+    return warden_pb2.LimitStatus(
+        policy_id=policy.id, scope=convert.scope(policy.scope_kind, policy.scope_id),
+        metric=convert.METRICS[policy.metric], limit=policy.limit,
+        remaining=min(max(outcome.remaining, 0), policy.limit)
+        if outcome.remaining is not None else 0,
+        reset_time=convert.timestamp(outcome.reset_time))
+
+
+def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
+    if value is None:
+        return None
+    micros = max(value, timedelta(0)) // timedelta(microseconds=1)
+    return duration_pb2.Duration(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
+
+
 def plain(a: Authorization) -> warden_pb2.AuthorizeResponse:
-    reply = convert.decision_to_proto(a.decision, a.compiled.identity)
-    reply.reservation_id = a.reservation_id
-    return reply
+    """The answer built message by message from the decision."""
+    decision, identity, route = a.decision, a.compiled.identity, None
+    if decision.route is not None:
+        r = decision.route
+        route = warden_pb2.Route(
+            provider=r.provider, model=r.model, max_output_tokens=r.max_output_tokens,
+            fallbacks=[types_pb2.RouteTarget(provider=t.provider, model=t.model)
+                       for t in r.fallbacks])
+    return warden_pb2.AuthorizeResponse(
+        decision=warden_pb2.DECISION_ALLOW if decision.allowed else warden_pb2.DECISION_DENY,
+        reason=convert.reason(decision.reason.value),
+        results=[_result(r) for r in decision.results],
+        limits=[_limit(o) for o in decision.limits],
+        route=route,
+        retry_after=_duration(decision.retry_after),
+        reservation_id=a.reservation_id,
+        identity=warden_pb2.Identity(org_id=identity.org_id, app_id=identity.app_id,
+                                     user_id=identity.user_id, api_key_id=identity.api_key_id))
 
 
 @pytest.mark.parametrize("path", DECIDED, ids=[p.stem for p in DECIDED])

@@ -8,9 +8,9 @@ fallbacks, the identity. They are encoded once (with protobuf itself) into the s
 memo, which lives and dies with the set; per call only the decision, the limits' remaining and
 reset times, the route's max_output_tokens, retry_after, the reservation id and any result that
 is not a set's own are encoded, and the pieces joined. Protobuf parsers accept fields in any
-order and concatenated submessage bytes, so the bytes decode to exactly the message the plain
-path (convert.decision_to_proto) builds: tests/unit/test_answer.py checks that on every engine
-case. Authorize's handler is registered to send these bytes as they are.
+order and concatenated submessage bytes, so the bytes decode to exactly the message built field by
+field from the decision: tests/unit/test_answer.py checks that on every engine case.
+Authorize's handler is registered to send these bytes as they are.
 """
 
 from __future__ import annotations

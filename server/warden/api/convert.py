@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from warden.api.decoding import NUL
-from warden.engine import AuthorizeInput, Decision, Identity, PolicyResult, QuotaOutcome
+from warden.engine import AuthorizeInput
 from warden.engine.audit import compact_json
 from warden.v1 import admin_pb2, types_pb2, warden_pb2
 
@@ -227,45 +227,3 @@ def usage_row(request: warden_pb2.RecordUsageRequest) -> dict[str, Any]:
             else None}
 
 
-def _policy_result(result: PolicyResult) -> warden_pb2.PolicyResult:
-    return warden_pb2.PolicyResult(
-        policy_id=result.policy_id, scope=scope(result.scope_kind, result.scope_id),
-        policy_type=result.policy_type, mode=MODES[result.mode], allowed=result.allowed,
-        reason=reason(result.reason.value), message=result.message)
-
-
-def _limit_status(outcome: QuotaOutcome) -> warden_pb2.LimitStatus:
-    policy = outcome.check.policy
-    return warden_pb2.LimitStatus(
-        policy_id=policy.id, scope=scope(policy.scope_kind, policy.scope_id),
-        metric=METRICS[policy.metric], limit=policy.limit,
-        remaining=min(max(outcome.remaining, 0), policy.limit)
-        if outcome.remaining is not None else 0,
-        reset_time=timestamp(outcome.reset_time))
-
-
-def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
-    if value is None:
-        return None
-    micros = max(value, timedelta(0)) // _MICROSECOND
-    return duration_pb2.Duration(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
-
-
-def decision_to_proto(decision: Decision, identity: Identity) -> warden_pb2.AuthorizeResponse:
-    """The answer built message by message: the plain form of what api/answer.py encodes."""
-    route = None
-    if decision.route is not None:
-        r = decision.route
-        route = warden_pb2.Route(
-            provider=r.provider, model=r.model, max_output_tokens=r.max_output_tokens,
-            fallbacks=[types_pb2.RouteTarget(provider=t.provider, model=t.model)
-                       for t in r.fallbacks])
-    return warden_pb2.AuthorizeResponse(
-        decision=warden_pb2.DECISION_ALLOW if decision.allowed else warden_pb2.DECISION_DENY,
-        reason=reason(decision.reason.value),
-        results=[_policy_result(r) for r in decision.results],
-        limits=[_limit_status(o) for o in decision.limits],
-        route=route,
-        retry_after=_duration(decision.retry_after),
-        identity=warden_pb2.Identity(org_id=identity.org_id, app_id=identity.app_id,
-                                     user_id=identity.user_id, api_key_id=identity.api_key_id))
