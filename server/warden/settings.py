@@ -90,6 +90,22 @@ def _names(value: str) -> frozenset[str]:
     return names
 
 
+def _header_names(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip().lower() for n in value.split(",") if n.strip())
+    if not names or any(not n.replace("-", "").isalnum() for n in names):
+        raise ValueError("expected HTTP header names separated by commas")
+    return names
+
+
+def _rate_limit_styles(value: str) -> frozenset[str]:
+    styles = frozenset(n.strip().lower() for n in value.split(",") if n.strip())
+    if styles == {"none"}:
+        return frozenset()
+    if not styles or styles - {"openai", "ietf"}:
+        raise ValueError("expected openai, ietf, both separated by a comma, or none")
+    return styles
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -143,6 +159,13 @@ OPTIONS: tuple[Option, ...] = (
            "org, app and user of a call instead of sending an API key; needs the client CA"),
     Option("tls_admin_clients", _names, "", "client certificate names, comma-separated, that "
            "may call the Admin API without the admin token; needs the client CA"),
+    Option("envoy_key_headers", _header_names, "authorization,x-api-key",
+           "HTTP headers that carry the Warden key of a call through Envoy (ext_authz, "
+           "ext_proc), first found wins; authorization as a bearer token. All of them are "
+           "removed before the request goes upstream"),
+    Option("envoy_rate_limit_headers", _rate_limit_styles, "openai,ietf",
+           "rate-limit headers on answers through Envoy: openai (x-ratelimit-*), ietf "
+           "(RateLimit-Policy and RateLimit), both comma-separated, or none"),
     Option("metrics_listen", _optional_address, "127.0.0.1:9464",
            "where to serve Prometheus metrics (at /metrics): HOST:PORT, or 'off'"),
     Option("database_url", _database_url, "",
@@ -213,6 +236,8 @@ class Settings:
     tls_client_ca: str
     tls_trusted_clients: frozenset[str]
     tls_admin_clients: frozenset[str]
+    envoy_key_headers: tuple[str, ...]
+    envoy_rate_limit_headers: frozenset[str]
     metrics_listen: str
     database_url: str
     data_dir: str

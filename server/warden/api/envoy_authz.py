@@ -1,0 +1,111 @@
+"""Envoy's external authorization (`envoy.service.auth.v3.Authorization/Check`) on Warden's
+gRPC port: a CheckRequest becomes the Authorizer's input, its decision a CheckResponse.
+
+Every answer Warden decided (allowed, denied, a bad request, an unknown key) is a successful
+RPC whose verdict is in `CheckResponse.status`, with the HTTP answer the client gets in
+`denied_response`: Envoy's error path (`failure_mode_allow`, `status_on_error`) is left to a
+sidecar that could not decide, which fails the RPC (UNAVAILABLE when its database and caches
+cannot say who the caller is). llm_http.py reads the HTTP request and writes the answers;
+docs/envoy.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+
+from warden.api import llm_http
+from warden.api.errors import rpc
+from warden.api.llm_http import BadCall, HttpAnswer, LlmCall
+from warden.api.mesh import Mesh, Refused
+from warden.authorizer import Authorization
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# The CheckResponse status of an HTTP answer.
+_CODES = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED,
+          403: code_pb2.PERMISSION_DENIED, 409: code_pb2.ALREADY_EXISTS,
+          429: code_pb2.RESOURCE_EXHAUSTED, 503: code_pb2.UNAVAILABLE}
+_OK = status_pb2.Status(code=code_pb2.OK)
+
+
+def header_options(pairs: list[tuple[str, str]]) -> list[base_pb2.HeaderValueOption]:
+    return [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v),
+                                       append_action=_OVERWRITE) for k, v in pairs]
+
+
+def denied(answer: HttpAnswer, message: str) -> external_auth_pb2.CheckResponse:
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_CODES.get(answer.status, code_pb2.PERMISSION_DENIED),
+                                 message=message),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=answer.status),
+            headers=header_options(answer.headers), body=answer.body.decode()))
+
+
+def metadata(call: LlmCall, a: Authorization) -> struct_pb2.Struct:
+    """For Envoy's access log: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%."""
+    identity, decision = a.compiled.identity, a.decision
+    metadata = struct_pb2.Struct()
+    metadata.update({
+        "decision_id": a.decision_id, "reservation_id": a.reservation_id,
+        "request_id": call.request_id, "org_id": identity.org_id, "app_id": identity.app_id,
+        "model": decision.route.model if decision.route else call.model,
+        "decision": "allow" if decision.allowed else "deny", "reason": decision.reason.value})
+    return metadata
+
+
+def http_headers(http: external_auth_pb2.AttributeContext.HttpRequest) -> Mapping[str, str]:
+    """The request's headers by lower-case name, from `headers` or, when Envoy is set to
+    encode_raw_headers, from `header_map`."""
+    if http.headers:
+        return http.headers
+    return {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value
+            for h in http.header_map.headers}
+
+
+class EnvoyAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
+
+    @rpc
+    async def Check(self, request: external_auth_pb2.CheckRequest,
+                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+        attributes = request.attributes.request
+        if not attributes.HasField("http"):
+            return denied(llm_http.bad_call(BadCall(
+                "attributes.request.http", "is required: Warden authorizes HTTP requests")),
+                "INVALID_ARGUMENT")
+        http = attributes.http
+        headers = http_headers(http)
+        mesh = self._mesh
+        try:
+            call = mesh.parse(http.path, headers, http.raw_body or http.body.encode() or None)
+            caller = await mesh.caller(headers)
+            if not call.kind:
+                # Not an LLM call (GET /v1/models, say): the key is checked, nothing decided.
+                return self._allowed([("x-warden-request-id", call.request_id)], [])
+            a = await mesh.authorize(caller, call)
+        except Refused as refused:
+            answer = denied(refused.answer, refused.reason)
+            if refused.authorization is not None:
+                answer.dynamic_metadata.CopyFrom(metadata(call, refused.authorization))
+            return answer
+        answer = self._allowed(llm_http.upstream_headers(call, a.decision, a.reservation_id),
+                               llm_http.rate_limit_headers(a.decision.limits, mesh.styles))
+        answer.dynamic_metadata.CopyFrom(metadata(call, a))
+        return answer
+
+    def _allowed(self, upstream: list[tuple[str, str]],
+                 downstream: list[tuple[str, str]]) -> external_auth_pb2.CheckResponse:
+        given = {name for name, _ in upstream}
+        return external_auth_pb2.CheckResponse(
+            status=_OK, ok_response=external_auth_pb2.OkHttpResponse(
+                headers=header_options(upstream),
+                headers_to_remove=[h for h in self._mesh.remove if h not in given],
+                response_headers_to_add=header_options(downstream)))

@@ -1,0 +1,69 @@
+"""What both Envoy adapters (ext_authz, ext_proc) do with an HTTP LLM call: who calls, and
+the decision, through the same Callers and Authorizer as the gRPC API. An answer Warden
+decided against the call is raised as Refused, holding what the client receives; a failure to
+decide (the database and caches cannot say who calls) propagates, for the adapter to fail its
+RPC and leave the outcome to Envoy's failure_mode_allow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from warden.api import llm_http
+from warden.api.llm_http import BadCall, HttpAnswer, LlmCall
+from warden.authorizer import Authorization
+from warden.components import Components
+from warden.errors import WardenError
+from warden.keys import KeyRecord
+
+
+class Refused(Exception):
+    def __init__(self, answer: HttpAnswer, reason: str,
+                 authorization: Authorization | None = None) -> None:
+        super().__init__(reason)
+        self.answer, self.reason, self.authorization = answer, reason, authorization
+
+
+class Mesh:
+    def __init__(self, components: Components, key_headers: tuple[str, ...],
+                 rate_limit_styles: frozenset[str]) -> None:
+        self.components = components
+        self.key_headers = key_headers
+        self.styles = rate_limit_styles
+        # What the upstream must never see: the Warden key, and any x-warden-* header a client
+        # made up (those Warden sets overwrite the client's).
+        self.remove = key_headers + llm_http.UPSTREAM_HEADERS
+
+    def parse(self, path: str, headers: Mapping[str, str], body: bytes | None) -> LlmCall:
+        try:
+            return llm_http.parse(path, headers, body)
+        except BadCall as exc:
+            raise Refused(llm_http.bad_call(exc), "INVALID_ARGUMENT") from None
+
+    async def caller(self, headers: Mapping[str, str]) -> KeyRecord:
+        key = llm_http.api_key(headers, self.key_headers)
+        if not key:
+            raise Refused(llm_http.error_answer(401, "API_KEY_MISSING", (
+                "no Warden API key: send it as Authorization: Bearer <key> or in one of the "
+                f"headers {', '.join(self.key_headers)}")), "API_KEY_MISSING")
+        try:
+            return await self.components.callers.by_key(key)
+        except WardenError as exc:
+            raise _refused(exc) from None
+
+    async def authorize(self, caller: KeyRecord, call: LlmCall) -> Authorization:
+        """The decision of an allowed call; Refused (holding the decision) otherwise."""
+        try:
+            a = await self.components.authorizer.authorize(caller, call.input())
+        except WardenError as exc:
+            raise _refused(exc) from None
+        if not a.decision.allowed:
+            raise Refused(llm_http.denial(a.decision, self.styles), a.decision.reason.value, a)
+        return a
+
+
+def _refused(exc: WardenError) -> Exception:
+    status = llm_http.ERROR_STATUS.get(exc.code)
+    if status is None:
+        return exc
+    return Refused(llm_http.error_answer(status, exc.reason, exc.message,
+                                         exc.retry_after_seconds), exc.reason)
