@@ -25,6 +25,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
@@ -34,6 +35,7 @@ from warden.api.admin_auth import AdminAuth
 from warden.api.admin_service import AdminService
 from warden.api.decoding import add_servicer
 from warden.api.envoy_authz import EnvoyAuthorization
+from warden.api.envoy_proc import EnvoyProcessor
 from warden.api.mesh import Mesh
 from warden.api.warden_service import WardenService
 from warden.components import Components, Stores
@@ -59,6 +61,8 @@ log = logging.getLogger("warden.app")
 WARDEN_SERVICE = warden_pb2.DESCRIPTOR.services_by_name["Warden"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 ENVOY_AUTHZ_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+ENVOY_PROC_SERVICE = external_processor_pb2.DESCRIPTOR.services_by_name[
+    "ExternalProcessor"].full_name
 DATABASE_COMPONENT = "warden.component.database"
 # Health names that follow the database. The data plane ("" and Warden) keeps serving while it
 # is away: it decides from the cache, the leases it holds and each quota's failure mode, and
@@ -237,13 +241,15 @@ class App:
         mesh = Mesh(components, s.envoy_key_headers, s.envoy_rate_limit_headers)
         add_servicer(server, external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
                      EnvoyAuthorization(mesh))
+        add_servicer(server, external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server,
+                     EnvoyProcessor(mesh))
         add_servicer(server, admin_pb2_grpc.add_AdminServicer_to_server, AdminService(components),
                      AdminAuth(self.admin_token, components.stores.audit,
                                s.tls_admin_clients))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (WARDEN_SERVICE, ADMIN_SERVICE, ENVOY_AUTHZ_SERVICE,
+            (WARDEN_SERVICE, ADMIN_SERVICE, ENVOY_AUTHZ_SERVICE, ENVOY_PROC_SERVICE,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         credentials = server_credentials(s)
@@ -262,7 +268,7 @@ class App:
             os.chmod(s.subject_socket.removeprefix("unix:"), 0o600)
         self._server = server
         await server.start()
-        for name in ("", WARDEN_SERVICE, ENVOY_AUTHZ_SERVICE):
+        for name in ("", WARDEN_SERVICE, ENVOY_AUTHZ_SERVICE, ENVOY_PROC_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self._set_database_health(True)
 

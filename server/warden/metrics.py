@@ -18,6 +18,13 @@ USAGE_RECORDS = Counter(
     "warden_usage_records_total", "RecordUsage calls stored, by whether they were retries.",
     ["duplicate"],
 )
+MESH_SETTLEMENTS = Counter(
+    "warden_mesh_settlements_total",
+    "Usage settled from answers seen through Envoy's ext_proc: reported (the answer's usage), "
+    "counted (a stream's chunks), cut (a stream ended at its reservation), failed (an HTTP "
+    "error) or not_stored (settling failed; the reservation settles when it expires).",
+    ["how"],
+)
 AUDIT_EVENTS = Counter("warden_audit_events_total", "Audit events acknowledged.")
 DECISION_LOG = Counter(
     "warden_decision_log_total",

@@ -17,7 +17,6 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from warden.api import llm_http
@@ -48,16 +47,15 @@ def denied(answer: HttpAnswer, message: str) -> external_auth_pb2.CheckResponse:
             headers=header_options(answer.headers), body=answer.body.decode()))
 
 
-def metadata(call: LlmCall, a: Authorization) -> struct_pb2.Struct:
-    """For Envoy's access log: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%."""
+def metadata(call: LlmCall, a: Authorization) -> dict[str, str]:
+    """What Envoy's access log may record of a decision, e.g.
+    %DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%."""
     identity, decision = a.compiled.identity, a.decision
-    metadata = struct_pb2.Struct()
-    metadata.update({
-        "decision_id": a.decision_id, "reservation_id": a.reservation_id,
-        "request_id": call.request_id, "org_id": identity.org_id, "app_id": identity.app_id,
-        "model": decision.route.model if decision.route else call.model,
-        "decision": "allow" if decision.allowed else "deny", "reason": decision.reason.value})
-    return metadata
+    return {"decision_id": a.decision_id, "reservation_id": a.reservation_id,
+            "request_id": call.request_id, "org_id": identity.org_id, "app_id": identity.app_id,
+            "model": decision.route.model if decision.route else call.model,
+            "decision": "allow" if decision.allowed else "deny",
+            "reason": decision.reason.value}
 
 
 def http_headers(http: external_auth_pb2.AttributeContext.HttpRequest) -> Mapping[str, str]:
@@ -94,11 +92,11 @@ class EnvoyAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
         except Refused as refused:
             answer = denied(refused.answer, refused.reason)
             if refused.authorization is not None:
-                answer.dynamic_metadata.CopyFrom(metadata(call, refused.authorization))
+                answer.dynamic_metadata.update(metadata(call, refused.authorization))
             return answer
         answer = self._allowed(llm_http.upstream_headers(call, a.decision, a.reservation_id),
                                llm_http.rate_limit_headers(a.decision.limits, mesh.styles))
-        answer.dynamic_metadata.CopyFrom(metadata(call, a))
+        answer.dynamic_metadata.update(metadata(call, a))
         return answer
 
     def _allowed(self, upstream: list[tuple[str, str]],

@@ -50,7 +50,7 @@ async def abort(context: grpc.aio.ServicerContext, error: WardenError) -> None:
                         trailing_metadata=(("grpc-status-details-bin", status_details(error)),))
 
 
-def _translate(method: str, exc: Exception) -> WardenError:
+def translate(method: str, exc: Exception) -> WardenError:
     if isinstance(exc, WardenError):
         return exc
     if isinstance(exc, StoreUnavailable):
@@ -77,7 +77,7 @@ def rpc(handler: Handler) -> Handler:
                 request.raise_error()
             answer = await handler(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error leaves as a status
-            error = _translate(method, exc)
+            error = translate(method, exc)
             metrics.RPC_DURATION.labels(method, error.code).observe(time.perf_counter() - start)
             await abort(context, error)
         else:
