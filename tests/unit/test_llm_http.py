@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from warden.api import llm_http
-from warden.api.llm_http import BadCall, Message, StreamMeter
+from warden.api.llm_http import BadCall, Message
+from warden.api.llm_usage import StreamMeter, json_usage
 from warden.engine import (
     Decision,
     Demand,
@@ -229,6 +230,6 @@ def test_a_malformed_event_is_noted_and_not_counted():
     (b"not json", None), (b"[]", None),
 ])
 def test_the_usage_of_a_json_answer(body, used):
-    found = llm_http.json_usage(body)
+    found = json_usage(body)
     assert (found and (found.input_tokens, found.output_tokens,
                        found.cached_input_tokens)) == used

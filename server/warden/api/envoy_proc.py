@@ -10,7 +10,7 @@ headers SEND and response body STREAMED (deploy/envoy/envoy.yaml):
   headers removed;
 - response headers: the rate-limit headers added; an HTTP error status settles as failed;
 - response body: a JSON answer is read at its end for its usage; a server-sent event stream is
-  metered chunk by chunk (llm_http.StreamMeter) and, once it has passed as many output tokens as
+  metered chunk by chunk (llm_usage.StreamMeter) and, once it has passed as many output tokens as
   the reservation covers, ended with an error event and [DONE], then reset.
 Settlement is Reservations.settle, RecordUsage's own: durable before the answer's last bytes go
 on, once per request id, exact across sidecars. A request that ends before its answer (the
@@ -36,7 +36,8 @@ from warden.api import llm_http
 from warden.api.decoding import Malformed
 from warden.api.envoy_authz import header_options, metadata
 from warden.api.errors import abort, translate
-from warden.api.llm_http import HttpAnswer, LlmCall, StreamMeter, Used
+from warden.api.llm_http import HttpAnswer, LlmCall
+from warden.api.llm_usage import StreamMeter, Used, cut_events, json_usage
 from warden.api.mesh import Mesh, Refused
 from warden.authorizer import Authorization
 from warden.keys import KeyRecord
@@ -176,7 +177,7 @@ class _Exchange:
             if offset is not None:
                 self.cut = True
                 await self._settle()
-                ending = llm_http.cut_events(self.meter.limit)
+                ending = cut_events(self.meter.limit)
                 body = (data[:offset] if offset >= 0 else b"\n\n") + ending
                 return ep.ProcessingResponse(response_body=ep.BodyResponse(
                     response=ep.CommonResponse(body_mutation=ep.BodyMutation(body=body))))
@@ -197,7 +198,7 @@ class _Exchange:
             ended = self.meter.done and not self.meter.malformed
             return used, "completed" if ended else "failed", \
                 "counted" if used.counted else "reported"
-        reported = llm_http.json_usage(bytes(self.answer)) if self.answer else None
+        reported = json_usage(bytes(self.answer)) if self.answer else None
         if self.status >= 400:
             return reported or Used(0, 0), "failed", "failed"
         if reported is not None:
