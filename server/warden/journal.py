@@ -36,6 +36,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,10 @@ class Journal:
         self._synced = 0  # every record up to here is known durable
         self._failed: OSError | None = None
         self._io = asyncio.Lock()  # one fdatasync (sync, seal or close) at a time
+        # The journal's own thread for fdatasync: on the loop's default executor an
+        # acknowledgement would wait behind whatever else the process runs in threads (DNS
+        # lookups, a library's blocking calls), and could wait on them forever.
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-journal")
         self._next: asyncio.Future[None] | None = None  # the fsync new callers wait for
         self._flushes: set[asyncio.Task[None]] = set()
         self._appended = self._appended_before = float("-inf")  # monotonic, the last two
@@ -198,7 +203,7 @@ class Journal:
                     if self._failed is not None:
                         raise self._failed
                     if upto > self._synced:  # else a seal or close already covered it
-                        await asyncio.to_thread(self._fdatasync, self._fd)
+                        await self._in_thread(self._fdatasync, self._fd)
                 except OSError as e:
                     self._failed = self._failed or e
                     done.set_exception(e)
@@ -260,6 +265,10 @@ class Journal:
                     os.close(self._lock_fd)  # releases the flock
                     self._lock_fd = -1
         await asyncio.gather(*self._flushes)
+        self._disk.shutdown(wait=False)
+
+    async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
 
     async def _retire(self, fd: int, upto: int, new_segment: bool) -> None:
         """fdatasync and close a segment holding records up to `upto`."""
@@ -268,7 +277,7 @@ class Journal:
             return
         try:
             # The thread closes the fd too, so a cancelled await cannot close it mid-fsync.
-            await asyncio.to_thread(self._sync_and_close, fd, new_segment)
+            await self._in_thread(self._sync_and_close, fd, new_segment)
         except OSError as e:
             self._failed = self._failed or e
             raise
