@@ -102,7 +102,7 @@ async def test_the_body_is_rewritten_to_the_route_and_a_stream_asks_for_usage(pr
     answer = await x.send(request_body=ep.HttpBody(body=body, end_of_stream=True))
     sent = json.loads(answer.request_body.response.body_mutation.body)
     assert sent["max_tokens"] == 50 and sent["stream_options"] == {"include_usage": True}
-    set_headers = {h.header.key: h.header.value
+    set_headers = {h.header.key: h.header.raw_value.decode()
                    for h in answer.request_body.response.header_mutation.set_headers}
     assert set_headers["content-length"] == str(len(answer.request_body.response
                                                      .body_mutation.body))

@@ -33,7 +33,14 @@ _CODES = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED,
 _OK = status_pb2.Status(code=code_pb2.OK)
 
 
-def header_options(pairs: list[tuple[str, str]]) -> list[base_pb2.HeaderValueOption]:
+def header_options(pairs: list[tuple[str, str]],
+                   raw: bool = False) -> list[base_pb2.HeaderValueOption]:
+    """Header mutations. ext_proc reads only `raw_value` (a `value` arrives empty there);
+    ext_authz reads `value`."""
+    if raw:
+        return [base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE)
+            for k, v in pairs]
     return [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v),
                                        append_action=_OVERWRITE) for k, v in pairs]
 

@@ -57,7 +57,7 @@ def _header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
 def _immediate(answer: HttpAnswer, reason: str) -> ep.ProcessingResponse:
     return ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=answer.status),
-        headers=ep.HeaderMutation(set_headers=header_options(answer.headers)),
+        headers=ep.HeaderMutation(set_headers=header_options(answer.headers, raw=True)),
         body=answer.body, details=f"warden_{reason.lower()}"))
 
 
@@ -141,7 +141,7 @@ class _Exchange:
 
     def _upstream(self, headers: list[tuple[str, str]]) -> ep.HeaderMutation:
         given = {name for name, _ in headers}
-        return ep.HeaderMutation(set_headers=header_options(headers),
+        return ep.HeaderMutation(set_headers=header_options(headers, raw=True),
                                  remove_headers=[h for h in self.mesh.remove if h not in given])
 
     async def _response_headers(self, message: ep.HttpHeaders) -> ep.ProcessingResponse:
@@ -158,7 +158,7 @@ class _Exchange:
         added = llm_http.rate_limit_headers(a.decision.limits, self.mesh.styles)
         return ep.ProcessingResponse(response_headers=ep.HeadersResponse(
             response=ep.CommonResponse(header_mutation=ep.HeaderMutation(
-                set_headers=header_options(added)))))
+                set_headers=header_options(added, raw=True)))))
 
     async def _response_body(self, message: ep.HttpBody) -> ep.ProcessingResponse:
         if self.a is None or self.settled and not self.cut:
