@@ -19,40 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from warden.api import convert
+from warden.api.wire import field as _field
+from warden.api.wire import number as _number
 from warden.authorizer import Authorization
 from warden.engine import CompiledSet, PolicyResult
 from warden.v1 import types_pb2, warden_pb2
 
 _EPOCH_MICROS = convert.epoch_micros
-
-
-_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return _ONE_BYTE[value]
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# Field keys (number << 3 | wire type) of the fields numbered 1-8: varint and length-delimited.
-_VARINT_KEY = [_varint(n << 3) for n in range(9)]
-_BYTES_KEY = [_varint(n << 3 | 2) for n in range(9)]
-
-
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited field (a string or a submessage)."""
-    return _BYTES_KEY[number] + _varint(len(data)) + data
-
-
-def _number(number: int, value: int) -> bytes:
-    """A varint field; nothing for 0, as proto3 writes it."""
-    return _VARINT_KEY[number] + _varint(value) if value else b""
 
 
 def _seconds_nanos(seconds: int, nanos: int) -> bytes:
