@@ -27,7 +27,7 @@ from warden.v1 import types_pb2, warden_pb2, warden_pb2_grpc
 
 # call(stub, n, spans) -> bytes answered. n is unique per operation within a drive; the call
 # may time parts of its operation into spans (name -> seconds), kept for measured operations.
-Call = Callable[[warden_pb2_grpc.WardenStub, int, dict[str, float]], Awaitable[int]]
+Call = Callable[[Any, int, dict[str, float]], Awaitable[int]]
 
 
 class WrongAnswer(Exception):
@@ -72,7 +72,7 @@ class Load:
     response_bytes: int = 0
 
 
-async def _worker(stub: warden_pb2_grpc.WardenStub, call: Call, load: Load, n: int,
+async def _worker(stub: Any, call: Call, load: Load, n: int,
                   step: int) -> None:
     spans: dict[str, float] = {}
     while (start := time.perf_counter()) < load.stop_at:
@@ -112,23 +112,34 @@ async def _window(load: Load, pids: Sequence[int], out: dict) -> None:
 
 
 async def drive(targets: Sequence[str], call: Call, concurrency: int, warmup: float,
-                seconds: float, pids: Sequence[int] = ()) -> dict[str, Any]:
+                seconds: float, pids: Sequence[int] = (),
+                stub_type: Callable[[grpc.aio.Channel], Any] = warden_pb2_grpc.WardenStub
+                ) -> dict[str, Any]:
     """`concurrency` workers spread over one channel per target, for warmup + seconds. With
-    `pids`, the CPU those processes spent per operation completed in the measured period."""
+    `pids`, the CPU those processes spent per operation completed in the measured period.
+    Each call is given a `stub_type` stub (Warden's, unless the bench measures another
+    service)."""
     # Without a local subchannel pool, channels to one target share a single connection.
     channels = [grpc.aio.insecure_channel(t, options=[("grpc.use_local_subchannel_pool", 1)])
                 for t in targets]
     try:
-        stubs = [warden_pb2_grpc.WardenStub(c) for c in channels]
-        now = time.perf_counter()
-        load = Load(now + warmup, now + warmup + seconds)
-        cpu: dict[str, float] = {}
-        await asyncio.gather(_window(load, pids, cpu),
-                             *(_worker(stubs[i % len(stubs)], call, load, i, concurrency)
-                               for i in range(concurrency)))
+        return await drive_stubs([stub_type(c) for c in channels], call, concurrency, warmup,
+                                 seconds, pids)
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def drive_stubs(stubs: Sequence[Any], call: Call, concurrency: int, warmup: float,
+                      seconds: float, pids: Sequence[int] = ()) -> dict[str, Any]:
+    """As drive, the workers spread over `stubs`: whatever `call` takes as its first argument
+    (a gRPC stub, or an HTTP client for a bench of HTTP calls)."""
+    now = time.perf_counter()
+    load = Load(now + warmup, now + warmup + seconds)
+    cpu: dict[str, float] = {}
+    await asyncio.gather(_window(load, pids, cpu),
+                         *(_worker(stubs[i % len(stubs)], call, load, i, concurrency)
+                           for i in range(concurrency)))
     ok = sorted(load.latencies)
     result: dict[str, Any] = {
         "ops": load.ops, "completed": load.completed, "errors": sum(load.errors.values()),
@@ -150,8 +161,10 @@ async def drive(targets: Sequence[str], call: Call, concurrency: int, warmup: fl
 
 
 def run_load(targets: Sequence[str], call: Call, concurrency: int, warmup: float,
-             seconds: float, pids: Sequence[int] = ()) -> dict[str, Any]:
-    return asyncio.run(drive(targets, call, concurrency, warmup, seconds, pids))
+             seconds: float, pids: Sequence[int] = (),
+             stub_type: Callable[[grpc.aio.Channel], Any] = warden_pb2_grpc.WardenStub
+             ) -> dict[str, Any]:
+    return asyncio.run(drive(targets, call, concurrency, warmup, seconds, pids, stub_type))
 
 
 def alternate(rounds: int, names: Sequence[str], measure: Callable[[str, int], dict]

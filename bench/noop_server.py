@@ -12,7 +12,9 @@ server options, doing no work.
 
 With `--replay DIR`, `Authorize` and `RecordUsage` answer with the bytes in DIR/Authorize.bin
 and DIR/RecordUsage.bin (Warden's own answers, captured by the bench) through a raw-bytes
-handler that does not even parse the request: the stricter floor.
+handler that does not even parse the request: the stricter floor. When DIR/Check.bin exists,
+Envoy's `envoy.service.auth.v3.Authorization/Check` is served too: it parses the CheckRequest
+(as Warden must) and answers those bytes (bench/mesh.py).
 
 Whatever Warden costs beyond this server is its own work: validation, the cached key and
 policy lookups, alias, routing and access resolution, the quota leases, the journal and the
@@ -33,6 +35,7 @@ from tenant import fixed_response, fixed_usage_response
 from warden.v1 import warden_pb2, warden_pb2_grpc
 
 SERVICE = "warden.v1.Warden"
+CHECK_SERVICE = "envoy.service.auth.v3.Authorization"
 REPLAYED = ("Authorize", "RecordUsage")
 
 
@@ -69,11 +72,23 @@ def replaying(directory: Path) -> grpc.GenericRpcHandler:
 
     noop = NoopWarden()
     handlers = {method: answer((directory / f"{method}.bin").read_bytes())
-                for method in REPLAYED}
+                for method in REPLAYED if (directory / f"{method}.bin").exists()}
     handlers["StreamAudit"] = grpc.stream_unary_rpc_method_handler(
         noop.StreamAudit, request_deserializer=warden_pb2.StreamAuditRequest.FromString,
         response_serializer=warden_pb2.StreamAuditResponse.SerializeToString)
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def replaying_check(raw: bytes) -> grpc.GenericRpcHandler:
+    from envoy.service.auth.v3 import external_auth_pb2
+
+    async def check(request: external_auth_pb2.CheckRequest,
+                    context: grpc.aio.ServicerContext) -> bytes:
+        return raw
+
+    return grpc.method_handlers_generic_handler(CHECK_SERVICE, {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            check, request_deserializer=external_auth_pb2.CheckRequest.FromString)})
 
 
 async def serve(listen: str, replay: Path | None) -> None:
@@ -86,6 +101,9 @@ async def serve(listen: str, replay: Path | None) -> None:
         warden_pb2_grpc.add_WardenServicer_to_server(NoopWarden(), server)
     else:
         server.add_generic_rpc_handlers((replaying(replay),))
+        if (replay / "Check.bin").exists():
+            server.add_generic_rpc_handlers((replaying_check((replay / "Check.bin")
+                                                             .read_bytes()),))
     # The bench waits for readiness the same way for every server.
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)

@@ -113,27 +113,29 @@ class Envoy:
                 "clusters": [_cluster("upstream", self.upstream_port),
                              _cluster("warden", self.warden, http2=True)]}}
 
-    async def start(self, within: float = 30.0) -> None:
+    def command(self) -> list[str]:
+        """Writes the bootstrap; the command line that runs Envoy on it."""
         path = self.directory / f"envoy-{self.port}.json"
         path.write_text(json.dumps(self.config(), indent=1))
+        return [*_DIE_WITH_PARENT, envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
+                "-l", "warning", "--concurrency", str(self.concurrency)]
+
+    async def start(self, within: float = 30.0) -> None:
         with self.log.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *_DIE_WITH_PARENT, envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
-                "-l", "warning", "--concurrency", str(self.concurrency),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log, stderr=log)
+                *self.command(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while loop.time() < deadline:
             if self.process.returncode is not None:
                 raise RuntimeError(f"envoy exited {self.process.returncode}: {self._log()}")
-            if await asyncio.to_thread(self._ready):
+            if await asyncio.to_thread(self.ready):
                 return
             await asyncio.sleep(0.1)
         await self.stop()
         raise RuntimeError(f"envoy not ready within {within}s: {self._log()}")
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready",
                                         timeout=1) as response:
