@@ -64,7 +64,7 @@ def authz_filter(failure_mode_allow: bool = False, max_request_bytes: int = 6553
         "with_request_body": {"max_request_bytes": max_request_bytes,
                               "allow_partial_message": True, "pack_as_bytes": True},
         "failure_mode_allow": failure_mode_allow,
-        "failure_mode_allow_header_add": failure_mode_allow}}
+        "failure_mode_allow_header_add": True}}
 
 
 def proc_filter(failure_mode_allow: bool = False) -> dict:
