@@ -5,10 +5,12 @@ received and what Warden stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -74,28 +76,30 @@ def chat(model: str = "gpt-4o-mini", **fields) -> dict:
             **fields}
 
 
-async def _mesh(warden, client, tmp_path, **config) -> Mesh:
-    upstream = FakeOpenAI(usage=(30, 12, 0), completion=12)
-    upstream_port = await upstream.start()
-    envoy = Envoy(tmp_path, free_port(), free_port(), upstream_port, warden.port, **config)
-    await envoy.start()
-    return Mesh(envoy, upstream, await tenant(client))
+@contextlib.asynccontextmanager
+async def running(tmp_path, warden: int | str, key: str, upstream: FakeOpenAI | None = None,
+                  **config) -> AsyncIterator[Mesh]:
+    """A fake upstream and an Envoy in front of it whose Warden is at `warden`."""
+    upstream = upstream or FakeOpenAI(usage=(30, 12, 0), completion=12)
+    envoy = Envoy(tmp_path, free_port(), free_port(), await upstream.start(), warden, **config)
+    try:
+        await envoy.start()
+        yield Mesh(envoy, upstream, key)
+    finally:
+        await envoy.stop()
+        await upstream.close()
 
 
 @pytest.fixture
 async def authz(warden, client, tmp_path):
-    mesh = await _mesh(warden, client, tmp_path, authz=True)
-    yield mesh
-    await mesh.envoy.stop()
-    await mesh.upstream.close()
+    async with running(tmp_path, warden.port, await tenant(client), authz=True) as mesh:
+        yield mesh
 
 
 @pytest.fixture
 async def proc(warden, client, tmp_path):
-    mesh = await _mesh(warden, client, tmp_path, proc=True)
-    yield mesh
-    await mesh.envoy.stop()
-    await mesh.upstream.close()
+    async with running(tmp_path, warden.port, await tenant(client), proc=True) as mesh:
+        yield mesh
 
 
 async def usage_of(db, request_id: str, within: float = 10.0):
@@ -268,18 +272,11 @@ async def test_proc_a_path_that_is_not_an_llm_call_passes_once_authenticated(pro
 @pytest.mark.parametrize(("filter_", "allow", "status"), [
     ("authz", False, 403), ("authz", True, 200), ("proc", False, 500), ("proc", True, 200)])
 async def test_warden_down_is_envoys_failure_mode(tmp_path, filter_, allow, status):
-    upstream = FakeOpenAI()
-    envoy = Envoy(tmp_path, free_port(), free_port(), await upstream.start(), free_port(),
-                  failure_mode_allow=allow, **{filter_: True})
-    await envoy.start()
-    try:
-        mesh = Mesh(envoy, upstream, "wk_000000000000_" + "a" * 43)
+    async with running(tmp_path, free_port(), "wk_000000000000_" + "a" * 43,
+                       failure_mode_allow=allow, **{filter_: True}) as mesh:
         reply = await mesh.post(chat())
         assert reply.status == status
-        assert len(upstream.received) == (1 if allow else 0)
-    finally:
-        await envoy.stop()
-        await upstream.close()
+        assert len(mesh.upstream.received) == (1 if allow else 0)
 
 
 # --- exactness ----------------------------------------------------------------------------------
@@ -292,35 +289,30 @@ def _usage_from_content(request: dict) -> tuple[int, int, int]:
 async def test_proc_settles_each_of_many_calls_at_the_upstreams_usage(warden, client, db,
                                                                       tmp_path):
     """Streamed and not, at concurrency 16: every usage row is what the upstream reported."""
-    count = 400
-    upstream = FakeOpenAI(usage_of=_usage_from_content)
-    envoy = Envoy(tmp_path, free_port(), free_port(), await upstream.start(), warden.port,
-                  proc=True)
-    await envoy.start()
-    mesh = Mesh(envoy, upstream, await tenant(client))
+    count = 1000
     gate = asyncio.Semaphore(16)
+    async with running(tmp_path, warden.port, await tenant(client),
+                       FakeOpenAI(usage_of=_usage_from_content), proc=True) as mesh:
 
-    async def one(n: int) -> int:
-        body = {"model": "gpt-4o-mini", "stream": n % 2 == 0,
-                "messages": [{"role": "user", "content": f"call {n}"}]}
-        async with gate:
-            return (await mesh.post(body, {"x-request-id": f"u{n}"})).status
+        async def one(n: int) -> int:
+            body = {"model": "gpt-4o-mini", "stream": n % 2 == 0,
+                    "messages": [{"role": "user", "content": f"call {n}"}]}
+            async with gate:
+                return (await mesh.post(body, {"x-request-id": f"u{n}"})).status
 
-    try:
         assert set(await asyncio.gather(*(one(n) for n in range(count)))) == {200}
-        async def all_stored() -> bool:
-            return await db.fetchval("SELECT count(*) FROM usage") == count
-        await until(all_stored, within=20, step=0.2)
-        rows = await db.fetch("SELECT request_id, input_tokens, output_tokens,"
-                              " cached_input_tokens, outcome FROM usage")
-        got = {r["request_id"]: (r["input_tokens"], r["output_tokens"],
-                                 r["cached_input_tokens"], r["outcome"]) for r in rows}
-        want = {f"u{n}": (*_usage_from_content({"messages": [{"content": f"call {n}"}]}),
-                          "completed") for n in range(count)}
-        assert got == want
-    finally:
-        await envoy.stop()
-        await upstream.close()
+
+    async def all_stored() -> bool:
+        return await db.fetchval("SELECT count(*) FROM usage") == count
+
+    await until(all_stored, within=30, step=0.2)
+    rows = await db.fetch("SELECT request_id, input_tokens, output_tokens,"
+                          " cached_input_tokens, outcome FROM usage")
+    got = {r["request_id"]: (r["input_tokens"], r["output_tokens"], r["cached_input_tokens"],
+                             r["outcome"]) for r in rows}
+    want = {f"u{n}": (*_usage_from_content({"messages": [{"content": f"call {n}"}]}),
+                      "completed") for n in range(count)}
+    assert got == want
 
 
 async def test_four_sidecars_behind_four_envoys_never_admit_more_than_a_limit(
@@ -330,14 +322,12 @@ async def test_four_sidecars_behind_four_envoys_never_admit_more_than_a_limit(
     key = await tenant(cars[0].client)
     await rate_limit(cars[0].client, types_pb2.SCOPE_KIND_APP, "chat", limit,
                      policy_id="chat-rpm")
-    upstream = FakeOpenAI()
-    upstream_port = await upstream.start()
-    envoys = [Envoy(tmp_path, free_port(), free_port(), upstream_port, car.target, authz=i % 2 == 0,
-                    proc=i % 2 == 1) for i, car in enumerate(cars)]
-    try:
-        await asyncio.gather(*(e.start() for e in envoys))
-        meshes = [Mesh(e, upstream, key) for e in envoys]
-        gate = asyncio.Semaphore(16)
+    gate = asyncio.Semaphore(16)
+    async with contextlib.AsyncExitStack() as stack:
+        # Half the Envoys decide by ext_authz, half by ext_proc.
+        meshes = [await stack.enter_async_context(running(
+            tmp_path, car.target, key, authz=i % 2 == 0, proc=i % 2 == 1))
+            for i, car in enumerate(cars)]
 
         async def one(n: int) -> int:
             async with gate:
@@ -346,8 +336,5 @@ async def test_four_sidecars_behind_four_envoys_never_admit_more_than_a_limit(
         statuses = await asyncio.gather(*(one(n) for n in range(3 * limit)))
         admitted = statuses.count(200)
         assert set(statuses) <= {200, 429}
-        assert admitted <= limit and admitted >= 0.9 * limit
-        assert len(upstream.received) == admitted
-    finally:
-        await asyncio.gather(*(e.stop() for e in envoys))
-        await upstream.close()
+        assert 0.9 * limit <= admitted <= limit
+        assert sum(len(m.upstream.received) for m in meshes) == admitted
