@@ -12,10 +12,10 @@ from warden.store.memory import InMemoryCounterStore
 
 
 def limit(policy_id: str, metric: str, value: int, window: str = "WINDOW_HOUR",
-          failure_mode: str = "fail_closed"):
+          failure_mode: str = "fail_closed", mode: str = "enforce"):
     return policy_from_row({
         "id": policy_id, "scope_kind": "app", "scope_id": "chat", "policy_type": "rate_limit",
-        "mode": "enforce", "failure_mode": failure_mode,
+        "mode": mode, "failure_mode": failure_mode,
         "config": {"metric": f"METRIC_{metric}", "window": window, "limit": value}})
 
 
@@ -115,4 +115,31 @@ async def test_a_used_lease_is_renewed_when_its_bucket_ends() -> None:
     idle = lease.bucket  # not used since: not renewed when it ends
     await asyncio.sleep(lease.until - loop.time() + 0.1)
     assert lease.bucket == idle and not lease.live(loop.time())
+    await quotas.release()
+
+
+class LateFirstGrant(InMemoryCounterStore):
+    """Its first grant arrives just after the bucket it was granted in has ended, as on a
+    loaded machine near the end of a minute window's half-second bucket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = True
+
+    async def lease(self, *args):
+        grant = await super().lease(*args)
+        if self.late:
+            self.late = False
+            await asyncio.sleep((grant.bucket_end - grant.db_now).total_seconds() + 0.02)
+        return grant
+
+
+async def test_a_grant_that_ends_before_it_lands_is_asked_again_for_dry_run_checks_too() -> None:
+    """A dry-run limit reports what enforcing it would say: a call must not be reported over
+    a limit of 1 because its grant expired on the way, nor the next one under it."""
+    quotas = Quotas(LateFirstGrant(), 5)
+    rpm = limit("rpm", "REQUESTS", 1, window="WINDOW_MINUTE", mode="dry_run")
+    first, _, _ = await quotas.take([requests(rpm)], 0, 0, now())
+    second, _, _ = await quotas.take([requests(rpm)], 0, 0, now())
+    assert (first[0].admitted, second[0].admitted) == (True, False)
     await quotas.release()
