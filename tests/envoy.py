@@ -17,6 +17,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from warden.api.envoy_proc import PRINCIPAL_ATTRIBUTES
+
 # A parent-death signal set by util-linux's setpriv before it execs Envoy: a preexec_fn would
 # run Python in a forked child of a process that runs gRPC, whose fork handlers abort it.
 _DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL") if shutil.which("setpriv") else ()
@@ -77,20 +79,23 @@ def proc_filter(failure_mode_allow: bool = False) -> dict:
         "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
                             "response_header_mode": "SEND", "response_body_mode": "STREAMED",
                             "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
-        "metadata_options": {"receiving_namespaces": {"untyped": ["warden"]}}}}
+        "metadata_options": {"receiving_namespaces": {"untyped": ["warden"]}},
+        # The caller's workload identity (mTLS), for an app registered by its principal.
+        "request_attributes": list(PRINCIPAL_ATTRIBUTES)}}
 
 
 class Envoy:
     def __init__(self, directory: Path, listen_port: int, admin_port: int, upstream_port: int,
                  warden: int | str, *, authz: bool = False, proc: bool = False,
                  failure_mode_allow: bool = False, max_request_bytes: int = 65536,
-                 concurrency: int = 1) -> None:
+                 concurrency: int = 1, mtls: tuple[str, str, str] | None = None) -> None:
         self.directory = Path(directory)
         self.port, self.admin_port = listen_port, admin_port
         self.upstream_port, self.warden = upstream_port, warden
         self.filters = ([authz_filter(failure_mode_allow, max_request_bytes)] if authz else []) + (
             [proc_filter(failure_mode_allow)] if proc else [])
         self.concurrency = concurrency
+        self.mtls = mtls  # (certificate, key, CA): the listener requires client certificates
         self.process: asyncio.subprocess.Process | None = None
         self.log = self.directory / f"envoy-{listen_port}.log"
 
@@ -103,13 +108,23 @@ class Envoy:
                 {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "30s"}}]}]},
             "http_filters": [*self.filters, {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+        chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": manager}]}
+        if self.mtls:
+            cert, key, ca = self.mtls
+            chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                         "DownstreamTlsContext",
+                "require_client_certificate": True,
+                "common_tls_context": {
+                    "tls_certificates": [{"certificate_chain": {"filename": cert},
+                                          "private_key": {"filename": key}}],
+                    "validation_context": {"trusted_ca": {"filename": ca}}}}}
         return {
             "admin": {"address": _address(self.admin_port)},
             "static_resources": {
                 "listeners": [{"name": "llm", "address": _address(self.port),
-                               "filter_chains": [{"filters": [{
-                                   "name": "envoy.filters.network.http_connection_manager",
-                                   "typed_config": manager}]}]}],
+                               "filter_chains": [chain]}],
                 "clusters": [_cluster("upstream", self.upstream_port),
                              _cluster("warden", self.warden, http2=True)]}}
 

@@ -53,7 +53,7 @@ from warden.store.lookups import PostgresChangeFeed, PostgresLookupStore
 from warden.store.migrate import check_schema, migrate
 from warden.store.postgres import database_unavailable
 from warden.store.reporting import PostgresReportingStore, prune_quota_buckets
-from warden.tls import server_credentials
+from warden.tls import TrustedPeers, server_credentials
 from warden.v1 import admin_pb2, admin_pb2_grpc, warden_pb2, warden_pb2_grpc
 
 log = logging.getLogger("warden.app")
@@ -235,10 +235,10 @@ class App:
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)])
+        trusted = TrustedPeers(bool(s.subject_socket), s.tls_trusted_clients)
         add_servicer(server, warden_pb2_grpc.add_WardenServicer_to_server,
-                     WardenService(components, trust_unix_peers=bool(s.subject_socket),
-                                   trusted_clients=s.tls_trusted_clients))
-        mesh = Mesh(components, s.envoy_key_headers, s.envoy_rate_limit_headers)
+                     WardenService(components, trusted))
+        mesh = Mesh(components, s.envoy_key_headers, s.envoy_rate_limit_headers, trusted)
         add_servicer(server, external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
                      EnvoyAuthorization(mesh))
         add_servicer(server, external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server,

@@ -83,14 +83,15 @@ class Cache:
         self._keys = _Entries("api_keys", maxsize, ttl)
         self._users = _Entries("users", maxsize, ttl)
         self._apps = _Entries("apps", maxsize, ttl)
+        self._principals = _Entries("app_principals", maxsize, ttl)
         self._policies = _Entries("policies", maxsize, ttl)
         self._switches = _Entries("provider_switches", 1, ttl)
         self._prices = _Entries("model_prices", 1, ttl)
         # By (identity, model asked for, provider asked for). Not kept while the database is
         # away: a set is compiled again from the last values read, as each call needs it.
         self._compiled = _Entries("compiled_sets", maxsize, ttl)
-        self._all = (self._keys, self._users, self._apps, self._policies, self._switches,
-                     self._prices, self._compiled)
+        self._all = (self._keys, self._users, self._apps, self._principals, self._policies,
+                     self._switches, self._prices, self._compiled)
         self._generation = 0
         self._live = False
 
@@ -130,6 +131,11 @@ class Cache:
     async def app(self, app_id: str) -> tuple[str, str] | None:
         """(org id, team id or "") of an app, for explicit subjects."""
         return await self._load(self._apps, app_id, lambda: self._store.find_app(app_id))
+
+    async def principal(self, principal: str) -> str | None:
+        """The id of the app a mesh workload identity names, or None."""
+        return await self._load(self._principals, principal,
+                                lambda: self._store.find_principal(principal))
 
     async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
         """The teams of a user of the org, or None when the org has no such user."""
@@ -203,6 +209,8 @@ class Cache:
             self._apps.drop([row_id], "exact")
             self._keys.drop([p for p, r in self._keys.data.items()
                              if r is not None and r.app_id == row_id], "exact")
+        elif table == "app_principals":
+            self._principals.drop([row_id], "exact")
         elif table in ("users", "user_teams"):
             self._users.drop([k for k in self._users.data if k[1] == row_id], "exact")
             self._keys.drop([p for p, r in self._keys.data.items()

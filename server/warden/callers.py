@@ -30,9 +30,19 @@ class Callers:
         app = await self._cache.app(app_id)
         if app is None or app[0] != org_id:
             raise not_found(f"app {app_id!r} of org {org_id!r}")
-        return KeyRecord(id="", org_id=org_id, app_id=app_id, user_id="",
-                         team_ids=(app[1],) if app[1] else (), hash=b"", allowed_models=(),
-                         expire_time=None, revoke_time=None)
+        return _keyless(org_id, app_id, app[1])
+
+    async def by_principal(self, principal: str) -> KeyRecord:
+        """A keyless record for the app a mesh workload identity names; UNAUTHENTICATED when
+        no app is registered with it."""
+        app_id = await self._cache.principal(principal)
+        app = await self._cache.app(app_id) if app_id else None
+        if app is None:
+            raise WardenError(
+                "UNAUTHENTICATED", "PRINCIPAL_UNKNOWN",
+                f"no app is registered with the workload identity {principal[:200]!r}: add it "
+                "to the app's principals (Admin CreateApp or Apply), or send a Warden API key")
+        return _keyless(app[0], app_id, app[1])
 
     async def identity(self, key: KeyRecord, user_id: str) -> Identity:
         """The scope chain of a call: the key's user, or else the end user the app names. An
@@ -53,3 +63,9 @@ class Callers:
         else:
             teams = tuple(sorted(set(teams) | set(user_teams)))
         return Identity(key.org_id, key.app_id, key.id, user_id, teams, key.allowed_models)
+
+
+def _keyless(org_id: str, app_id: str, team_id: str) -> KeyRecord:
+    return KeyRecord(id="", org_id=org_id, app_id=app_id, user_id="",
+                     team_ids=(team_id,) if team_id else (), hash=b"", allowed_models=(),
+                     expire_time=None, revoke_time=None)

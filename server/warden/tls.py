@@ -57,6 +57,21 @@ def peer_names(context: grpc.aio.ServicerContext) -> frozenset[str]:
     return frozenset(n.decode("utf-8", "replace") for n in names) if names else frozenset()
 
 
+class TrustedPeers:
+    """Who may speak for others (name a subject, or relay a mesh workload identity): a peer on
+    the subject socket when WARDEN_SUBJECT_SOCKET is on, and a peer whose verified client
+    certificate bears one of WARDEN_TLS_TRUSTED_CLIENTS. Trust is the transport: a claim in a
+    request is worth what the connection it came on is worth."""
+
+    def __init__(self, unix_peers: bool = False, names: frozenset[str] = frozenset()) -> None:
+        self.unix_peers, self.names = unix_peers, names
+
+    def trust(self, context: grpc.aio.ServicerContext) -> bool:
+        if self.unix_peers and (context.peer() or "").startswith("unix:"):
+            return True
+        return bool(self.names and self.names & peer_names(context))
+
+
 # -- the client side, for the `warden` commands that talk to a running sidecar -------------------
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:

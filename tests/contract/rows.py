@@ -24,9 +24,10 @@ def team(team_id: str, org_id: str, *, display_name: str = "") -> dict[str, Any]
     return {"id": team_id, "org_id": org_id, "display_name": display_name}
 
 
-def app(app_id: str, org_id: str, *, team_id: str | None = None,
-        display_name: str = "") -> dict[str, Any]:
-    return {"id": app_id, "org_id": org_id, "team_id": team_id, "display_name": display_name}
+def app(app_id: str, org_id: str, *, team_id: str | None = None, display_name: str = "",
+        principals: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"id": app_id, "org_id": org_id, "team_id": team_id, "display_name": display_name,
+            "principals": sorted(principals)}
 
 
 def user(user_id: str, org_id: str, team_ids: tuple[str, ...] = (), *,

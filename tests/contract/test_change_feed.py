@@ -82,6 +82,8 @@ async def test_each_change_names_the_cache_entry_it_invalidates(heard, backend):
 
     writes = [
         (lambda: d.create_app(app("new-app", "acme")), [("apps", "new-app")]),
+        (lambda: d.create_app(app("mesh-app", "acme", principals=("spiffe://td/sa/m",))),
+         [("apps", "mesh-app"), ("app_principals", "spiffe://td/sa/m")]),
         (lambda: d.create_user(user("cat", "acme", ("eng",))),
          [("users", "cat"), ("user_teams", "cat")]),
         (membership_change, [("user_teams", "ann")]),

@@ -16,6 +16,7 @@ from tests.contract.rows import (
     model_access,
     price,
     rate_limit,
+    refused,
     switch,
     team,
 )
@@ -72,6 +73,22 @@ async def test_find_app_gives_its_org_and_team(lookup_store, tenant):
     assert await lookup_store.find_app("batch") == ("acme", "")
     assert await lookup_store.find_app("g-app") == ("globex", "g-eng")
     assert await lookup_store.find_app("nope") is None
+
+
+async def test_find_principal_gives_the_app_and_one_principal_names_one_app(
+        lookup_store, directory_store, tenant):
+    created = await directory_store.create_app(app("mesh", "acme", principals=(
+        "spiffe://td/ns/b/sa/mesh", "spiffe://td/ns/a/sa/mesh")))
+    assert created["principals"] == ["spiffe://td/ns/a/sa/mesh", "spiffe://td/ns/b/sa/mesh"]
+    assert await lookup_store.find_principal("spiffe://td/ns/b/sa/mesh") == "mesh"
+    assert await lookup_store.find_principal("spiffe://td/ns/c/sa/mesh") is None
+    error = await refused(directory_store.create_app(app(
+        "thief", "globex", principals=("spiffe://td/ns/c/sa/x", "spiffe://td/ns/a/sa/mesh"))),
+        "ALREADY_EXISTS")
+    assert "spiffe://td/ns/a/sa/mesh" in error.message and "'mesh'" in error.message
+    assert await lookup_store.find_principal("spiffe://td/ns/c/sa/x") is None  # all or nothing
+    listed = await directory_store.list_apps("globex", "", 10)
+    assert [a["id"] for a in listed] == ["g-app"]
 
 
 async def test_user_teams_is_none_for_a_user_the_org_does_not_have(lookup_store, tenant):

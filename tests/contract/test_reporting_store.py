@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.contract.rows import api_key, budget, directory, model_access, org, rate_limit
+from tests.contract.rows import app as app_row
 
 
 @pytest.fixture
@@ -114,10 +115,8 @@ async def test_budgets_spend_in_the_period_of_the_orgs_time_zone(reporting_store
     """A month in Auckland starts on the 1st at midnight there, not in UTC; calls before it are
     last month's. Settled calls are `spent`, unsettled allowed ones `reserved`, denied ones
     nothing, each per (model, provider)."""
-    await directory_store.create_app({"id": "k-app", "org_id": "kiwi", "team_id": None,
-                                      "display_name": ""})
-    await directory_store.create_app({"id": "k-other", "org_id": "kiwi", "team_id": None,
-                                      "display_name": ""})
+    await directory_store.create_app(app_row("k-app", "kiwi"))
+    await directory_store.create_app(app_row("k-other", "kiwi"))
     await policy_store.create_policy(budget("b-app", "app", "k-app", 50_000))
     await policy_store.create_policy(budget("b-idle", "org", "kiwi", 1))
     now = await seed.now()

@@ -390,7 +390,7 @@ async def test_the_migration_moves_the_rows_of_the_unpartitioned_table(empty_db)
             " attributes) VALUES ($1, $2, $3, $4, 'llm.call', $5, '{\"k\": 1}')", rows)
         old = await conn.fetch("SELECT * FROM audit_events ORDER BY org_id, event_id")
 
-        assert await migrate(conn) == [4, 5, 6, 7, 8]
+        assert await migrate(conn) == [m.version for m in known_migrations()[3:]]
         await check_schema(conn)
         moved = await conn.fetch("SELECT * FROM audit_events ORDER BY org_id, event_id")
         # 0007 marks every row stored before it as findable by id: who chose its time is

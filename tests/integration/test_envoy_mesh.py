@@ -8,17 +8,22 @@ import asyncio
 import contextlib
 import http.client
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
+from tests.certs import CA
+from tests.conftest import Client, settings_for
 from tests.envoy import Envoy, free_port
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import rate_limit, tenant, until
+from warden.app import App
 from warden.v1 import admin_pb2, types_pb2
 
 APP = types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="chat")
@@ -40,11 +45,12 @@ class Reply:
         return json.loads(self.body)
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
+def _post(url: str, body: bytes, headers: dict[str, str],
+          tls: ssl.SSLContext | None = None) -> Reply:
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"content-type": "application/json", **headers})
     try:
-        with urllib.request.urlopen(request, timeout=20) as response:
+        with urllib.request.urlopen(request, timeout=20, context=tls) as response:
             headers = {k.lower(): v for k, v in response.headers.items()}
             try:
                 return Reply(response.status, headers, response.read())
@@ -61,14 +67,17 @@ class Mesh:
     key: str
 
     async def post(self, body: dict | bytes, headers: dict[str, str] | None = None,
-                   path: str = CHAT, key: str | None = None) -> Reply:
+                   path: str = CHAT, key: str | None = None,
+                   tls: ssl.SSLContext | None = None) -> Reply:
+        """POST through Envoy; over TLS (with the context's client certificate) when given."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         given = {"authorization": f"Bearer {self.key if key is None else key}"}
         if key == "":
             given = {}
+        scheme = "https" if tls else "http"
         return await asyncio.get_running_loop().run_in_executor(
-            _CLIENTS, _post, f"http://127.0.0.1:{self.envoy.port}{path}", raw,
-            {**given, **(headers or {})})
+            _CLIENTS, _post, f"{scheme}://localhost:{self.envoy.port}{path}", raw,
+            {**given, **(headers or {})}, tls)
 
 
 def chat(model: str = "gpt-4o-mini", **fields) -> dict:
@@ -277,6 +286,52 @@ async def test_warden_down_is_envoys_failure_mode(tmp_path, filter_, allow, stat
         reply = await mesh.post(chat())
         assert reply.status == status
         assert len(mesh.upstream.received) == (1 if allow else 0)
+
+
+# --- workload identities: mTLS between the app and Envoy, no API key ----------------------------
+
+@pytest.mark.parametrize("filter_", ["authz", "proc"])
+async def test_a_workload_named_by_its_certificate_needs_no_key(db_url, tmp_path, filter_):
+    """The app authenticates to Envoy with a certificate whose URI SAN is a SPIFFE id; Envoy
+    reports it as source.principal to Warden on the subject socket; the app registered with
+    that principal is the caller. A workload whose principal names no app is 401."""
+    from cryptography import x509
+
+    ca = CA(tmp_path, "mesh-ca")
+    envoy_cert = ca.issue("envoy", "envoy", [x509.DNSName("localhost")])
+
+    def workload(name: str) -> ssl.SSLContext:
+        cert, key = ca.issue(name, name, [x509.UniformResourceIdentifier(
+            f"spiffe://cluster.local/ns/shop/sa/{name}")])
+        context = ssl.create_default_context(cafile=ca.path)
+        context.load_cert_chain(cert, key)
+        return context
+
+    socket = f"unix:{tmp_path}/trusted.sock"
+    warden = App(settings_for(db_url, str(tmp_path), subject_socket=socket))
+    await warden.start()
+    try:
+        async with grpc.aio.insecure_channel(warden.target) as channel:
+            admin = Client(channel)
+            await admin.admin.CreateOrg(admin_pb2.CreateOrgRequest(
+                org=admin_pb2.Org(id="acme")), metadata=admin.auth)
+            await admin.admin.CreateApp(admin_pb2.CreateAppRequest(app=admin_pb2.App(
+                id="chat", org_id="acme", principals=["spiffe://cluster.local/ns/shop/sa/chat"])),
+                metadata=admin.auth)
+            await rate_limit(admin, types_pb2.SCOPE_KIND_APP, "chat", 1)
+        async with running(tmp_path, socket, "", mtls=(*envoy_cert, ca.path),
+                           **{filter_: True}) as mesh:
+            reply = await mesh.post(chat(), key="", tls=workload("chat"))
+            assert reply.status == 200, reply.body
+            assert "authorization" not in mesh.upstream.received[0].headers
+            again = await mesh.post(chat(), key="", tls=workload("chat"))
+            assert again.status == 429  # the app's own limit: the call was the app's
+            stranger = await mesh.post(chat(), key="", tls=workload("batch"))
+            assert stranger.status == 401
+            assert "sa/batch" in stranger.json()["error"]["message"]
+            assert len(mesh.upstream.received) == 1
+    finally:
+        await warden.stop()
 
 
 # --- exactness ----------------------------------------------------------------------------------

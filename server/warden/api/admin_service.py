@@ -145,10 +145,12 @@ class AdminService(ReportHandlers, admin_pb2_grpc.AdminServicer):
         app, v = request.app, Violations()
         v.org_member(app, "app")
         v.id(app.team_id, "app.team_id", required=False)
+        v.principals(app.principals, "app.principals")
         v.done()
         row = await self._c.stores.directory.create_app({
             "id": app.id or _new_id("app"), "org_id": app.org_id,
-            "display_name": app.display_name, "team_id": app.team_id or None})
+            "display_name": app.display_name, "team_id": app.team_id or None,
+            "principals": sorted(app.principals)})
         return admin_pb2.CreateAppResponse(app=convert.app_to_proto(row))
 
     @rpc

@@ -81,12 +81,17 @@ def _check_directory(v: Violations, request: admin_pb2.ApplyRequest,
         _owned_org(v, team.org_id, f"teams[{i}].org_id", orgs)
         v.text(team.display_name, f"teams[{i}].display_name")
     apps = _unique_ids(v, request.apps, "apps")
+    named: dict[str, str] = {}  # principal -> the app declaring it first
     for i, app in enumerate(request.apps):
         owned = _owned_org(v, app.org_id, f"apps[{i}].org_id", orgs)
         v.text(app.display_name, f"apps[{i}].display_name")
         if app.team_id:
             _same_org_team(v, app.team_id, app.org_id if owned else None,
                            f"apps[{i}].team_id", teams)
+        v.principals(app.principals, f"apps[{i}].principals")
+        for j, principal in enumerate(app.principals):
+            v.check(named.setdefault(principal, app.id) == app.id, f"apps[{i}].principals[{j}]",
+                    f"{principal[:80]!r} already names app {named[principal]!r} in this request")
     users = _unique_ids(v, request.users, "users")
     for i, user in enumerate(request.users):
         owned = _owned_org(v, user.org_id, f"users[{i}].org_id", orgs)
@@ -122,7 +127,8 @@ def _declared(request: admin_pb2.ApplyRequest) -> Declared:
         teams=[{"id": t.id, "org_id": t.org_id, "display_name": t.display_name}
                for t in request.teams],
         apps=[{"id": a.id, "org_id": a.org_id, "team_id": a.team_id or None,
-               "display_name": a.display_name} for a in request.apps],
+               "display_name": a.display_name, "principals": sorted(a.principals)}
+              for a in request.apps],
         users=[{"id": u.id, "org_id": u.org_id, "display_name": u.display_name,
                 "team_ids": sorted(u.team_ids)} for u in request.users],
         policies=[{"id": p.id, **policy_row(p)} for p in request.policies],

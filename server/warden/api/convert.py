@@ -163,7 +163,8 @@ def switch_to_proto(row: Row) -> admin_pb2.ProviderSwitch:
 
 def app_to_proto(row: Row) -> admin_pb2.App:
     return admin_pb2.App(id=row["id"], org_id=row["org_id"], display_name=row["display_name"],
-                         team_id=row["team_id"] or "", create_time=timestamp(row["create_time"]))
+                         team_id=row["team_id"] or "", create_time=timestamp(row["create_time"]),
+                         principals=row["principals"])
 
 
 def api_key_to_proto(row: Row) -> admin_pb2.ApiKey:

@@ -119,7 +119,7 @@ class EnvoyAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
         mesh = self._mesh
         try:
             call = mesh.parse(http.path, headers, http.raw_body or http.body.encode() or None)
-            caller = await mesh.caller(headers)
+            caller = await mesh.caller(headers, request.attributes.source.principal, context)
             if not call.kind:
                 # Not an LLM call (GET /v1/models, say): the key is checked, nothing decided.
                 return self._allowed([("x-warden-request-id", call.request_id)], [], {})

@@ -54,6 +54,23 @@ def _header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
             for h in headers.headers}
 
 
+# What ext_authz reports as source.principal, as Envoy's attributes: the peer certificate's
+# first URI SAN, else its first DNS SAN, else its subject. The filter must ask for them
+# (request_attributes); Envoy then sends them with the request headers, under the filter's name.
+PRINCIPAL_ATTRIBUTES = ("connection.uri_san_peer_certificate",
+                        "connection.dns_san_peer_certificate",
+                        "connection.subject_peer_certificate")
+
+
+def _principal(message: ep.ProcessingRequest) -> str:
+    for attributes in message.attributes.values():
+        for name in PRINCIPAL_ATTRIBUTES:
+            value = attributes.fields.get(name)
+            if value is not None and value.string_value:
+                return value.string_value
+    return ""
+
+
 def _immediate(answer: HttpAnswer, reason: str) -> ep.ProcessingResponse:
     return ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=answer.status),
@@ -68,8 +85,8 @@ _CONTINUE_BODY = ep.ProcessingResponse(response_body=ep.BodyResponse())
 class _Exchange:
     """One HTTP request's way through the filter."""
 
-    def __init__(self, mesh: Mesh) -> None:
-        self.mesh = mesh
+    def __init__(self, mesh: Mesh, context: grpc.aio.ServicerContext) -> None:
+        self.mesh, self.context = mesh, context
         self.headers: Mapping[str, str] = {}
         self.body = b""
         self.caller: KeyRecord | None = None
@@ -86,7 +103,8 @@ class _Exchange:
         kind = message.WhichOneof("request")
         try:
             if kind == "request_headers":
-                return await self._request_headers(message.request_headers)
+                return await self._request_headers(message.request_headers,
+                                                   _principal(message))
             if kind == "request_body":
                 return await self._request_body(message.request_body)
         except Refused as refused:
@@ -99,9 +117,10 @@ class _Exchange:
             return ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
         return ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
 
-    async def _request_headers(self, message: ep.HttpHeaders) -> ep.ProcessingResponse:
+    async def _request_headers(self, message: ep.HttpHeaders,
+                               principal: str) -> ep.ProcessingResponse:
         self.headers = _header_map(message.headers)
-        self.caller = await self.mesh.caller(self.headers)
+        self.caller = await self.mesh.caller(self.headers, principal, self.context)
         path = self.headers.get(":path", "")
         if llm_http.kind_of(path) and not message.end_of_stream:
             return _CONTINUE_HEADERS  # the decision waits for the body
@@ -242,7 +261,7 @@ class EnvoyProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
 
     async def Process(self, requests: AsyncIterator[ep.ProcessingRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[ep.ProcessingResponse]:
-        exchange = _Exchange(self._mesh)
+        exchange = _Exchange(self._mesh, context)
         try:
             async for message in requests:
                 if isinstance(message, Malformed):

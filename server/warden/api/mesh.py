@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import grpc
+
 from warden.api import llm_http
 from warden.api.llm_http import BadCall, HttpAnswer, LlmCall
 from warden.authorizer import Authorization
 from warden.components import Components
 from warden.errors import WardenError
 from warden.keys import KeyRecord
+from warden.tls import TrustedPeers
 
 
 class Refused(Exception):
@@ -25,10 +28,12 @@ class Refused(Exception):
 
 class Mesh:
     def __init__(self, components: Components, key_headers: tuple[str, ...],
-                 rate_limit_styles: frozenset[str]) -> None:
+                 rate_limit_styles: frozenset[str],
+                 trusted: TrustedPeers) -> None:
         self.components = components
         self.key_headers = key_headers
         self.styles = rate_limit_styles
+        self.trusted = trusted  # whose reported workload identities name an app
         # What the upstream must never see: the Warden key, and any x-warden-* header a client
         # made up (those Warden sets overwrite the client's).
         self.remove = key_headers + llm_http.UPSTREAM_HEADERS
@@ -39,16 +44,26 @@ class Mesh:
         except BadCall as exc:
             raise Refused(llm_http.bad_call(exc), "INVALID_ARGUMENT") from None
 
-    async def caller(self, headers: Mapping[str, str]) -> KeyRecord:
+    async def caller(self, headers: Mapping[str, str], principal: str,
+                     context: grpc.aio.ServicerContext) -> KeyRecord:
+        """Who calls: the Warden key in the request's headers; without one, the app registered
+        with the workload identity Envoy reports (source.principal), if Envoy is a trusted
+        peer: anyone who can reach the port could claim any principal."""
         key = llm_http.api_key(headers, self.key_headers)
-        if not key:
-            raise Refused(llm_http.error_answer(401, "API_KEY_MISSING", (
-                "no Warden API key: send it as Authorization: Bearer <key> or in one of the "
-                f"headers {', '.join(self.key_headers)}")), "API_KEY_MISSING")
         try:
-            return await self.components.callers.by_key(key)
+            if key:
+                return await self.components.callers.by_key(key)
+            if principal and self.trusted.trust(context):
+                return await self.components.callers.by_principal(principal)
         except WardenError as exc:
             raise _refused(exc) from None
+        message = ("no Warden API key: send it as Authorization: Bearer <key> or in one of the "
+                   f"headers {', '.join(self.key_headers)}")
+        if principal:
+            message += (f"; the workload identity {principal[:200]!r} was not used: Envoy "
+                        "reports one that Warden trusts only on WARDEN_SUBJECT_SOCKET or with a "
+                        "client certificate named in WARDEN_TLS_TRUSTED_CLIENTS")
+        raise Refused(llm_http.error_answer(401, "API_KEY_MISSING", message), "API_KEY_MISSING")
 
     async def authorize(self, caller: KeyRecord, call: LlmCall) -> Authorization:
         """The decision of an allowed call; Refused (holding the decision) otherwise."""

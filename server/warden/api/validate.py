@@ -13,6 +13,8 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TOKENS = 100_000_000
 MAX_TEXT = 200
 MAX_PAGE = 1000
+MAX_PRINCIPAL = 2048
+MAX_PRINCIPALS = 16
 
 
 @functools.cache
@@ -62,6 +64,17 @@ class Violations:
                    f"{at}.time_zone", "must be an IANA time zone such as Europe/Paris")
         self.check(org.currency == "" or (len(org.currency) == 3 and org.currency.isupper()),
                    f"{at}.currency", "must be an ISO 4217 code such as USD")
+
+    def principals(self, values, at: str) -> None:
+        """An app's workload identities: what Envoy reports as source.principal (a SPIFFE id,
+        a certificate's URI or DNS name or its subject), each at most once."""
+        self.check(len(values) <= MAX_PRINCIPALS, at, f"must name at most {MAX_PRINCIPALS}")
+        for i, value in enumerate(values):
+            self.check(0 < len(value) <= MAX_PRINCIPAL and value == value.strip()
+                       and value.isprintable(), f"{at}[{i}]",
+                       f"must be 1-{MAX_PRINCIPAL} printable characters with no space at either "
+                       f"end, such as spiffe://cluster.local/ns/shop/sa/chat (got {value[:80]!r})")
+            self.check(value not in values[:i], f"{at}[{i}]", f"repeats {value[:80]!r}")
 
     def page_size(self, value: int, field: str = "page_size") -> None:
         self.check(0 <= value <= MAX_PAGE, field, f"must be between 0 and {MAX_PAGE}")

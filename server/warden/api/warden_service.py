@@ -17,7 +17,7 @@ from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
 from warden.components import Components
 from warden.errors import WardenError
 from warden.keys import KeyRecord
-from warden.tls import peer_names
+from warden.tls import TrustedPeers
 from warden.v1 import warden_pb2, warden_pb2_grpc
 
 MAX_AUDIT_BATCH = 1000
@@ -111,25 +111,16 @@ class WardenService(warden_pb2_grpc.WardenServicer):
 
     RAW_RESPONSES = frozenset({"Authorize"})
 
-    def __init__(self, components: Components, trust_unix_peers: bool = False,
-                 trusted_clients: frozenset[str] = frozenset()) -> None:
+    def __init__(self, components: Components, trusted: TrustedPeers) -> None:
         self._c = components
-        # Who may name a subject: callers on a Unix socket when WARDEN_SUBJECT_SOCKET is on,
-        # and callers whose verified client certificate bears one of these names.
-        self._trust_unix_peers = trust_unix_peers
-        self._trusted_clients = trusted_clients
-
-    def _trusted(self, context: grpc.aio.ServicerContext) -> bool:
-        if self._trust_unix_peers and (context.peer() or "").startswith("unix:"):
-            return True
-        return bool(self._trusted_clients and self._trusted_clients & peer_names(context))
+        self._trusted = trusted  # who may name a subject
 
     async def _caller(self, api_key: str, subject: warden_pb2.Subject | None,
                       context: grpc.aio.ServicerContext) -> KeyRecord:
         """Who calls: the API key's record, or a keyless record for a trusted subject."""
         if subject is None:
             return await self._c.callers.by_key(api_key)
-        if not self._trusted(context):
+        if not self._trusted.trust(context):
             raise WardenError(
                 "PERMISSION_DENIED", "PERMISSION_DENIED",
                 "an explicit subject is accepted only on WARDEN_SUBJECT_SOCKET or from a client "

@@ -19,6 +19,7 @@ from warden.store.postgres import (
     ADD_MEMBERSHIPS,
     UPDATE_POLICY,
     UPDATE_POLICY_COLUMNS,
+    add_principals,
     insert_sql,
     postgres_store,
 )
@@ -34,7 +35,7 @@ _REFUSED = "FAILED_PRECONDITION"
 
 _ORG_FIELDS = ("display_name", "time_zone", "currency")
 _TEAM_FIELDS = ("display_name",)
-_APP_FIELDS = ("display_name", "team_id")
+_APP_FIELDS = ("display_name", "team_id", "principals")
 _USER_FIELDS = ("display_name", "team_ids")
 _POLICY_FIELDS = UPDATE_POLICY_COLUMNS[1:]
 # A policy whose scope or type changes is another policy: its counters belong to the old one,
@@ -101,6 +102,12 @@ class _Convergence:
             "SELECT * FROM orgs WHERE id = ANY($1::text[])", self.org_ids)}
         teams = await self._owned("team", "teams", self.d.teams)
         apps = await self._owned("app", "apps", self.d.apps)
+        principals: dict[str, list[str]] = {a: [] for a in apps}
+        for row in await self.conn.fetch(
+                "SELECT app_id, principal FROM app_principals WHERE app_id = ANY($1::text[])"
+                " ORDER BY principal", list(apps)):
+            principals[row["app_id"]].append(row["principal"])
+        apps = {i: {**r, "principals": principals[i]} for i, r in apps.items()}
         users = await self._owned("user", "users", self.d.users)
         memberships: dict[str, list[str]] = {u: [] for u in users}
         for row in await self.conn.fetch(
@@ -114,6 +121,7 @@ class _Convergence:
         await self._converge_orgs(orgs)
         await self._upsert("team", teams, self.d.teams, _TEAM_FIELDS, self._write_team)
         await self._upsert("user", users, self.d.users, _USER_FIELDS, self._write_user)
+        await self._release_principals(apps)
         await self._upsert("app", apps, self.d.apps, _APP_FIELDS, self._write_app)
         await self._converge_policies(policies, wanted_policies)
 
@@ -237,13 +245,32 @@ class _Convergence:
                                 "UPDATE teams SET display_name = $2 WHERE id = $1",
                                 team["id"], team["display_name"])
 
+    async def _release_principals(self, apps: Mapping[str, Row]) -> None:
+        """Before any app takes a principal: drop those their apps no longer declare, so that
+        one apply can move a principal from one app to another."""
+        wanted = {a["id"]: set(a["principals"]) for a in self.d.apps}
+        for app_id, app in apps.items():
+            if dropped := sorted(set(app["principals"]) - wanted.get(app_id, set())):
+                await self._execute(f"remove principals from app {app_id!r}",
+                                    "DELETE FROM app_principals WHERE app_id = $1"
+                                    " AND principal = ANY($2::text[])", app_id, dropped)
+
     async def _write_app(self, app: Row, existing: Row | None) -> None:
+        """The app and its principals, which are part of the app in the API."""
         if existing is None:
-            await self._insert(f"create app {app['id']!r}", "apps", app)
-        else:
+            await self._insert(f"create app {app['id']!r}", "apps",
+                               {k: v for k, v in app.items() if k != "principals"})
+        elif _differing(("display_name", "team_id"), existing, app):
             await self._execute(f"update app {app['id']!r}",
                                 "UPDATE apps SET team_id = $2, display_name = $3 WHERE id = $1",
                                 app["id"], app["team_id"], app["display_name"])
+        added = sorted(set(app["principals"]) - set(existing["principals"] if existing else ()))
+        if added:
+            try:
+                await add_principals(self.conn, app["id"], added)
+            except WardenError as exc:
+                raise WardenError(exc.code, exc.reason,
+                                  f"cannot name app {app['id']!r}: {exc.message}") from None
 
     async def _write_user(self, user: Row, existing: Row | None) -> None:
         """The user and its memberships, which are part of the user in the API (team_ids)."""

@@ -75,6 +75,10 @@ class LookupStore(Protocol):
         """(org id, team id or "") of the app, or None."""
         ...
 
+    async def find_principal(self, principal: str) -> str | None:
+        """The id of the app a workload identity names, or None."""
+        ...
+
     async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
         """The user's teams, or None when the org has no such user."""
         ...

@@ -51,6 +51,10 @@ class PostgresLookupStore:
             "SELECT org_id, coalesce(team_id, '') AS team_id FROM apps WHERE id = $1", app_id)
         return None if row is None else (row["org_id"], row["team_id"])
 
+    async def find_principal(self, principal: str) -> str | None:
+        return await self._pool.fetchval(
+            "SELECT app_id FROM app_principals WHERE principal = $1", principal)
+
     async def user_teams(self, org_id: str, user_id: str) -> tuple[str, ...] | None:
         row = await self._pool.fetchrow(
             "SELECT array(SELECT team_id FROM user_teams t WHERE t.user_id = u.id"

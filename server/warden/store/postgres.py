@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -112,11 +112,28 @@ def insert_sql(table: str, row: Row) -> tuple[str, list[Any]]:
 # Shared with store/apply.py, which writes the same rows.
 ADD_MEMBERSHIPS = ("INSERT INTO user_teams (org_id, user_id, team_id)"
                    " SELECT $1, $2, unnest($3::text[])")
+APP_PRINCIPALS = ("array(SELECT p.principal FROM app_principals p WHERE p.app_id = a.id"
+                  " ORDER BY principal) AS principals")
 UPDATE_POLICY_COLUMNS = ("id", "name", "mode", "priority", "locked", "failure_mode", "config")
 # Every setting replaced, the revision bumped; scope and type never change in place.
 UPDATE_POLICY = ("UPDATE policies SET name = $2, mode = $3, priority = $4, locked = $5,"
                  " failure_mode = $6, config = $7, revision = revision + 1, update_time = now()"
                  " WHERE id = $1")
+
+
+async def add_principals(conn: asyncpg.Connection, app_id: str, principals: list[str]) -> None:
+    """Name the app by these workload identities; ALREADY_EXISTS naming the first one another
+    app holds (one principal names one app, across orgs)."""
+    taken = await conn.fetchrow(
+        "SELECT principal, app_id FROM app_principals WHERE principal = ANY($1::text[])"
+        " AND app_id <> $2 ORDER BY principal LIMIT 1", principals, app_id)
+    if taken is not None:
+        raise already_exists(f"principal {taken['principal']!r} (it names app "
+                             f"{taken['app_id']!r})")
+    async with _translated(f"a principal of app {app_id!r}"):
+        await conn.execute("INSERT INTO app_principals (principal, app_id)"
+                           " SELECT unnest($2::text[]), $1",
+                           app_id, principals)
 
 
 @postgres_store
@@ -147,19 +164,28 @@ class PostgresDirectoryStore:
             "SELECT * FROM teams WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             org_id, after, limit)
 
+    async def _create_with(self, table: str, row: Row, what: str, listed: str,
+                           add: Callable[[asyncpg.Connection, list[str]], Awaitable[None]]
+                           ) -> Row:
+        """Insert a row and the rows of one of its listed fields (an app's principals, a
+        user's teams) in one transaction."""
+        items = list(row[listed])
+        async with self._pool.acquire() as conn, conn.transaction():
+            sql, args = insert_sql(table, {k: v for k, v in row.items() if k != listed})
+            async with _translated(what):
+                created = await conn.fetchrow(sql, *args)
+                await add(conn, items)
+        return {**created, listed: sorted(items)}
+
     async def create_app(self, app: Row) -> Row:
-        return await self._create("apps", app, f"app {app['id']!r}")
+        return await self._create_with(
+            "apps", app, f"app {app['id']!r}", "principals",
+            lambda conn, principals: add_principals(conn, app["id"], principals))
 
     async def create_user(self, user: Row) -> Row:
-        teams = list(user["team_ids"])
-        row = {k: v for k, v in user.items() if k != "team_ids"}
-        async with self._pool.acquire() as conn, conn.transaction():
-            sql, args = insert_sql("users", row)
-            async with _translated(f"user {user['id']!r}"):
-                created = await conn.fetchrow(sql, *args)
-            async with _translated(f"user {user['id']!r}"):
-                await conn.execute(ADD_MEMBERSHIPS, user["org_id"], user["id"], teams)
-        return {**created, "team_ids": sorted(teams)}
+        return await self._create_with(
+            "users", user, f"user {user['id']!r}", "team_ids",
+            lambda conn, teams: conn.execute(ADD_MEMBERSHIPS, user["org_id"], user["id"], teams))
 
     async def list_users(self, org_id: str, after: str, limit: int) -> list[Row]:
         return await self._pool.fetch(
@@ -169,8 +195,8 @@ class PostgresDirectoryStore:
 
     async def list_apps(self, org_id: str, after: str, limit: int) -> list[Row]:
         return await self._pool.fetch(
-            "SELECT * FROM apps WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            org_id, after, limit)
+            f"SELECT a.*, {APP_PRINCIPALS} FROM apps a"
+            " WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3", org_id, after, limit)
 
     async def create_api_key(self, key: Row) -> Row:
         app = await self._pool.fetchrow("SELECT org_id FROM apps WHERE id = $1", key["app_id"])
