@@ -21,7 +21,7 @@ from warden.cache import Cache
 from warden.callers import Callers
 from warden.engine import AuthorizeInput, CompiledSet, Decision, Plan, Unpriced, decide
 from warden.engine.audit import Explanation, Snapshot, expand, explanation, sampled, scrub
-from warden.errors import WardenError
+from warden.errors import WardenError, invalid
 from warden.journal import Journal
 from warden.keys import KeyRecord
 from warden.quota import Quotas
@@ -50,7 +50,7 @@ class Authorization:
 class Authorizer:
     def __init__(self, callers: Callers, cache: Cache, quotas: Quotas,
                  reservations: Reservations, journal: Journal, clock: Callable[[], datetime],
-                 key_pepper: bytes) -> None:
+                 key_pepper: bytes, max_prompt_chars: int = 512 * 1024) -> None:
         self._callers = callers
         self._cache = cache
         self._quotas = quotas
@@ -59,8 +59,13 @@ class Authorizer:
         self._clock = clock
         self._pepper = key_pepper
         self._decisions: dict[tuple[bool, str], Any] = {}
+        self._max_prompt = max_prompt_chars
 
     async def authorize(self, caller: KeyRecord, request: AuthorizeInput) -> Authorization:
+        size = sum(len(m.content) for m in request.messages)
+        if size > self._max_prompt:
+            raise invalid([("messages", f"hold {size} characters of text; the limit is "
+                                        f"{self._max_prompt} (WARDEN_MAX_PROMPT_CHARS)")])
         identity = await self._callers.identity(caller, request.user_id)
         compiled = await self._cache.compiled(identity, request.model, request.provider)
         claim = self._reservations.claim(identity.org_id, request.request_id)

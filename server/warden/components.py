@@ -80,7 +80,7 @@ class Components:
             stores=stores, cache=cache, callers=callers, quotas=quotas,
             reservations=reservations,
             authorizer=Authorizer(callers, cache, quotas, reservations, journal, clock,
-                                  key_pepper),
+                                  key_pepper, s.max_prompt_chars),
             audit_log=AuditLog(journal, cache, key_pepper, max(s.journal_flush_seconds, 1.0)),
             journal=journal,
             flusher=Flusher(journal, stores.decision_log, reservations, sidecar_id, clock,

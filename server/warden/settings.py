@@ -187,6 +187,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("db_pool_max", _positive_int, "10", "most database connections open at once"),
     Option("db_timeout_seconds", _non_negative_float, "5",
            "seconds one database call may take before it fails"),
+    Option("max_prompt_chars", _positive_int, str(512 * 1024),
+           "largest prompt one call may send (its messages' text, in characters): the "
+           "guardrails read all of it; a larger one is refused (INVALID_ARGUMENT)"),
     Option("max_message_bytes", _positive_int, str(4 * 1024 * 1024),
            "largest gRPC message accepted, in bytes; a larger one is refused "
            "(RESOURCE_EXHAUSTED)"),
@@ -247,6 +250,7 @@ class Settings:
     db_pool_min: int
     db_pool_max: int
     db_timeout_seconds: float
+    max_prompt_chars: int
     max_message_bytes: int
     shutdown_grace_seconds: float
     health_interval_seconds: float

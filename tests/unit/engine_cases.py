@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -46,7 +47,8 @@ def run(path: Path) -> Ran:
     switches = [ProviderSwitch(**s) for s in case.get("switches", [])]
     prices = {(p["provider"], p["model"]): Price(p["input"], p["output"], p["input"])
               for p in case.get("prices", [])}
-    request = AuthorizeInput(**case["request"])
+    request = AuthorizeInput(**{**case["request"], "messages": [
+        SimpleNamespace(**m) for m in case["request"].get("messages", ())]})
     compiled = engine.compile_set(identity, request.model, request.provider, policies,
                                   switches, prices)
     try:

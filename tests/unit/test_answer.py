@@ -61,7 +61,13 @@ def plain(a: Authorization) -> warden_pb2.AuthorizeResponse:
         retry_after=_duration(decision.retry_after),
         reservation_id=a.reservation_id,
         identity=warden_pb2.Identity(org_id=identity.org_id, app_id=identity.app_id,
-                                     user_id=identity.user_id, api_key_id=identity.api_key_id))
+                                     user_id=identity.user_id, api_key_id=identity.api_key_id),
+        redactions=[warden_pb2.Redaction(message_index=f.message, start=f.start, end=f.end,
+                                         kind=f.kind, replacement=f"[{f.kind.upper()}]")
+                    for f in decision.redactions.spans] if decision.redactions else [],
+        redacted_messages=[warden_pb2.ChatMessage(role=m.role, content=c) for m, c in zip(
+            a.plan.request.messages, decision.redactions.contents, strict=True)]
+        if decision.redactions else [])
 
 
 @pytest.mark.parametrize("path", DECIDED, ids=[p.stem for p in DECIDED])

@@ -35,6 +35,8 @@ def test_case(path: Path) -> None:
                                                       route.get("max_output_tokens", 0))
         assert [[t.provider, t.model] for t in decision.route.fallbacks] == \
             route.get("fallbacks", [])
+    redacted = decision.redactions.contents if decision.redactions else None
+    assert redacted == (tuple(expect["redacted"]) if "redacted" in expect else None)
 
 
 def test_there_are_cases() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from warden.api import llm_http
+from warden.api import llm_body, llm_http
 from warden.api.llm_http import BadCall, Message
 from warden.api.llm_usage import StreamMeter, json_usage
 from warden.engine import (
@@ -76,7 +76,7 @@ def test_what_a_body_asks(path, body, expected):
 
 def test_an_embedding_reserves_one_output_token_and_the_input_is_estimated():
     call = llm_http.parse("/v1/embeddings", ID, b'{"model": "e", "input": "12345678"}')
-    request = call.input()
+    request = call.input(can_redact=True)
     assert (request.max_output_tokens, request.input_tokens) == (1, 3)  # "user" + 8: 12 chars
 
 
@@ -148,16 +148,16 @@ def decision(route: Route | None, allowed: bool = True) -> Decision:
 
 def test_the_body_goes_upstream_as_the_decision_says():
     call = llm_http.parse("/v1/chat/completions", ID, chat(stream=True))
-    body = json.loads(llm_http.rewritten(call, decision(Route("openai", "gpt-4o-mini", 300))))
+    body = json.loads(llm_body.rewritten(call, decision(Route("openai", "gpt-4o-mini", 300))))
     assert body["model"] == "gpt-4o-mini" and body["max_tokens"] == 300
     assert body["stream_options"] == {"include_usage": True}
     call = llm_http.parse("/v1/chat/completions", ID, chat(max_completion_tokens=300))
-    assert llm_http.rewritten(call, decision(Route("", "gpt-4o", 300))) is None
-    body = json.loads(llm_http.rewritten(call, decision(Route("", "gpt-4o", 100))))
+    assert llm_body.rewritten(call, decision(Route("", "gpt-4o", 300))) is None
+    body = json.loads(llm_body.rewritten(call, decision(Route("", "gpt-4o", 100))))
     assert body["max_completion_tokens"] == 100 and "max_tokens" not in body
     call = llm_http.parse("/v1/chat/completions", ID, chat(
         stream=True, stream_options={"include_usage": True}))
-    assert llm_http.rewritten(call, decision(Route("", "gpt-4o", 0))) is None
+    assert llm_body.rewritten(call, decision(Route("", "gpt-4o", 0))) is None
 
 
 def test_upstream_headers_say_what_the_route_changed():

@@ -6,11 +6,11 @@ whole decision. Most of those bytes are the same for every call of a compiled se
 result, each limit's policy, scope, metric and limit, the route's provider, model and
 fallbacks, the identity. They are encoded once (with protobuf itself) into the set's `derived`
 memo, which lives and dies with the set; per call only the decision, the limits' remaining and
-reset times, the route's max_output_tokens, retry_after, the reservation id and any result that
-is not a set's own are encoded, and the pieces joined. Protobuf parsers accept fields in any
-order and concatenated submessage bytes, so the bytes decode to exactly the message built field by
-field from the decision: tests/unit/test_answer.py checks that on every engine case.
-Authorize's handler is registered to send these bytes as they are.
+reset times, the route's max_output_tokens, retry_after, the reservation id, any result that
+is not a set's own and a PII policy's redactions are encoded, and the pieces joined. Protobuf
+parsers accept fields in any order and concatenated submessage bytes, so the bytes decode to
+exactly the message built field by field from the decision: tests/unit/test_answer.py checks
+that on every engine case. Authorize's handler is registered to send these bytes as they are.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from warden.api.wire import field as _field
 from warden.api.wire import number as _number
 from warden.authorizer import Authorization
 from warden.engine import CompiledSet, PolicyResult
+from warden.engine.model import Redactions
+from warden.guardrails.pii import replacement
 from warden.v1 import types_pb2, warden_pb2
 
 _EPOCH_MICROS = convert.epoch_micros
@@ -129,4 +131,17 @@ def authorize_response(a: Authorization) -> bytes:
     if decision.allowed:
         out.append(_field(7, a.decision_id.encode()))
     out.append(parts.identity)
+    if decision.redactions is not None:
+        out.append(redactions(decision.redactions, plan.request.messages))
     return b"".join(out)
+
+
+def redactions(r: Redactions, messages) -> bytes:
+    """The redactions and redacted_messages fields (messages: the request's, for their roles)."""
+    return warden_pb2.AuthorizeResponse(
+        redactions=[warden_pb2.Redaction(message_index=f.message, start=f.start, end=f.end,
+                                         kind=f.kind, replacement=replacement(f.kind))
+                    for f in r.spans],
+        redacted_messages=[warden_pb2.ChatMessage(role=m.role, content=text)
+                           for m, text in zip(messages, r.contents, strict=True)]
+    ).SerializeToString()

@@ -123,7 +123,7 @@ class EnvoyAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
             if not call.kind:
                 # Not an LLM call (GET /v1/models, say): the key is checked, nothing decided.
                 return self._allowed([("x-warden-request-id", call.request_id)], [], {})
-            a = await mesh.authorize(caller, call)
+            a = await mesh.authorize(caller, call, can_redact=False)
         except Refused as refused:
             answer = denied(refused.answer, refused.reason)
             if refused.authorization is not None:

@@ -6,7 +6,7 @@ The exchange, as Envoy sends it with request headers SEND, request body BUFFERED
 headers SEND and response body STREAMED (deploy/envoy/envoy.yaml):
 - request headers: who calls (401 at once for no or a bad key);
 - request body: the decision; a denial is an immediate response (401/403/429, OpenAI-style
-  JSON), an allowed call goes upstream with its body rewritten (llm_http.rewritten) and the key
+  JSON), an allowed call goes upstream with its body rewritten (llm_body.rewritten) and the key
   headers removed;
 - response headers: the rate-limit headers added; an HTTP error status settles as failed;
 - response body: a JSON answer is read at its end for its usage; a server-sent event stream is
@@ -32,7 +32,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 
 from warden import metrics
-from warden.api import llm_http
+from warden.api import llm_body, llm_http
 from warden.api.decoding import Malformed
 from warden.api.envoy_authz import header_options, metadata
 from warden.api.errors import abort, translate
@@ -139,7 +139,7 @@ class _Exchange:
         call = self.call = self.mesh.parse(self.headers.get(":path", ""), self.headers,
                                            self.body)
         try:
-            a = await self.mesh.authorize(self.caller, call)
+            a = await self.mesh.authorize(self.caller, call, can_redact=True)
         except Refused as refused:
             response = _immediate(refused.answer, refused.reason)
             if refused.authorization is not None:
@@ -148,7 +148,7 @@ class _Exchange:
             return response
         self.a = a
         upstream = llm_http.upstream_headers(call, a.decision, a.reservation_id)
-        body = llm_http.rewritten(call, a.decision)
+        body = llm_body.rewritten(call, a.decision)
         common = ep.CommonResponse()
         if body is not None:
             upstream.append(("content-length", str(len(body))))

@@ -62,9 +62,10 @@ class LlmCall:
     messages: list[Message] = field(default_factory=list)
     body: dict[str, Any] | None = None
 
-    def input(self) -> AuthorizeInput:
+    def input(self, can_redact: bool) -> AuthorizeInput:
         chars = sum(len(m.role) + len(m.content) for m in self.messages)
         return AuthorizeInput(
+            can_redact=can_redact,
             request_id=self.request_id, model=self.model, provider=self.provider,
             input_tokens=-(-chars // 4),  # about four characters a token, as Authorize
             # An embedding has no output; 1 keeps a quota from reserving the default.
@@ -221,6 +222,7 @@ _DENIALS: dict[Reason, tuple[int, str]] = {
     Reason.PROVIDER_DISABLED: (403, "provider_disabled"),
     Reason.QUOTA_UNAVAILABLE: (503, "quota_unavailable"),
     Reason.MODEL_NOT_PRICED: (403, "model_not_priced"),
+    Reason.PII_DETECTED: (403, "pii_detected"),
 }
 # A WardenError's HTTP status, by its gRPC code. UNAVAILABLE and INTERNAL are not here: Warden
 # could not decide, and the proxy's own failure mode says what happens.
@@ -356,30 +358,3 @@ def upstream_headers(call: LlmCall, decision: Decision, reservation_id: str
                 and call.kind != "embeddings":
             headers.append(("x-warden-max-tokens", str(route.max_output_tokens)))
     return headers
-
-
-# --- ext_proc: the body sent upstream ----------------------------------------------------------
-
-def rewritten(call: LlmCall, decision: Decision) -> bytes | None:
-    """The request body as the decision says it must go upstream (the routed model, the lowered
-    max tokens, usage asked for in a stream), or None when it goes as it came."""
-    body, route = call.body, decision.route
-    if body is None or route is None:
-        return None
-    changed = dict(body)
-    if route.model != call.model:
-        changed["model"] = route.model
-    if route.max_output_tokens and route.max_output_tokens != call.max_tokens \
-            and call.kind != "embeddings":
-        names = MAX_TOKENS_FIELDS[call.kind]
-        # The field the caller used; max_tokens when none (every compatible server knows it).
-        name = next((n for n in names if n in body), names[-1])
-        changed[name] = route.max_output_tokens
-    if call.stream and call.kind in ("chat.completions", "completions"):
-        options = body.get("stream_options")
-        options = dict(options) if isinstance(options, dict) else {}
-        if options.get("include_usage") is not True:
-            changed["stream_options"] = {**options, "include_usage": True}
-    if changed == body:
-        return None
-    return json.dumps(changed, ensure_ascii=False, separators=(",", ":")).encode()

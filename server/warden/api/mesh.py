@@ -65,10 +65,12 @@ class Mesh:
                         "client certificate named in WARDEN_TLS_TRUSTED_CLIENTS")
         raise Refused(llm_http.error_answer(401, "API_KEY_MISSING", message), "API_KEY_MISSING")
 
-    async def authorize(self, caller: KeyRecord, call: LlmCall) -> Authorization:
-        """The decision of an allowed call; Refused (holding the decision) otherwise."""
+    async def authorize(self, caller: KeyRecord, call: LlmCall,
+                        can_redact: bool) -> Authorization:
+        """The decision of an allowed call; Refused (holding the decision) otherwise.
+        `can_redact`: the adapter rewrites the body (ext_proc) and can send a redacted one."""
         try:
-            a = await self.components.authorizer.authorize(caller, call.input())
+            a = await self.components.authorizer.authorize(caller, call.input(can_redact))
         except WardenError as exc:
             raise _refused(exc) from None
         if not a.decision.allowed:

@@ -10,6 +10,7 @@ from typing import Any
 
 from warden.api import convert
 from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
+from warden.guardrails import pii
 from warden.v1 import types_pb2
 
 MAX_LIST = 1000
@@ -17,7 +18,8 @@ MAX_ROUTE_TARGETS = 10
 MAX_PRIORITY = 1_000_000
 MAX_LIMIT = 10**12
 MAX_MICROS = 10**15
-PII_ENTITIES = ("email", "phone", "credit_card", "ssn", "ip_address", "iban")
+MAX_PATTERNS = 32
+MAX_PATTERN = 1000
 SETTING_TYPES = ("model_access", "routing", "pii", "prompt_injection", "rag_sources", "audit")
 QUOTA_TYPES = ("rate_limit", "budget")
 
@@ -114,8 +116,29 @@ def _check_config(v: Violations, policy: types_pb2.Policy, kind: str, at: str) -
         _action(v, c.action, f"{at}.action", _ALL_ACTIONS)
         _names(v, c.entities, f"{at}.entities")
         for i, entity in enumerate(c.entities):
-            v.check(entity in PII_ENTITIES, f"{at}.entities[{i}]",
-                    f"must be one of {', '.join(PII_ENTITIES)}")
+            v.check(entity in pii.KINDS, f"{at}.entities[{i}]",
+                    f"must be one of {', '.join(pii.KINDS)}")
+        for entity, action in c.entity_actions.items():
+            if v.check(entity in (c.entities or pii.KINDS), f"{at}.entity_actions",
+                       f"{entity[:80]!r} is not a kind this policy checks"):
+                _action(v, action, f"{at}.entity_actions[{entity}]", _ALL_ACTIONS)
+        v.check(len(c.patterns) <= MAX_PATTERNS, f"{at}.patterns",
+                f"must hold at most {MAX_PATTERNS} patterns")
+        names = set(pii.KINDS)
+        for i, rule in enumerate(c.patterns):
+            p = f"{at}.patterns[{i}]"
+            v.id(rule.name, f"{p}.name")
+            v.check(rule.name not in names, f"{p}.name",
+                    f"{rule.name[:80]!r} is a built-in kind or another pattern's name")
+            names.add(rule.name)
+            v.check(len(rule.pattern) <= MAX_PATTERN, f"{p}.pattern",
+                    f"must be at most {MAX_PATTERN} characters")
+            try:
+                pii.compile_custom(rule.name, rule.pattern)
+            except ValueError as exc:
+                v.check(False, f"{p}.pattern", str(exc))
+            if rule.action:
+                _action(v, rule.action, f"{p}.action", _ALL_ACTIONS)
     elif kind == "prompt_injection":
         c = policy.prompt_injection
         _action(v, c.action, f"{at}.action", _NO_REDACT)

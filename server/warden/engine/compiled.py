@@ -2,7 +2,8 @@
 scope chain, the provider switches, the prices and the model and provider asked for, worked out
 once. `compile_set` runs when the cache first sees a chain and model (and again after a change
 to any of its inputs drops the set); `CompiledSet.plan` runs per call and computes only what
-depends on the call: the token demands, the max_output_tokens cap, the per-request cost caps.
+depends on the call: the PII findings in its messages (engine/guardrails.py), the token
+demands, the max_output_tokens cap, the per-request cost caps.
 
 Settings (model access, routing) resolve most-specific-first: API key, user, app, team, org,
 higher priority first within a scope. A locked setting binds every more specific scope: its
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from warden.engine.audit import DEFAULT, Snapshot, audit_setting, snapshot_of
+from warden.engine.guardrails import PiiGuard
 from warden.engine.model import (
     AuditSetting,
     AuthorizeInput,
@@ -110,6 +112,7 @@ class CompiledSet:
     audit: AuditSetting = DEFAULT
     default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS
     unpriced: Unpriced | None = None  # raised by every plan: an enforced budget cannot count
+    pii: PiiGuard | None = None  # the chain's pii policies, checked on each call's messages
     # What adapters work out from this set once (pre-encoded answer parts, by adapter name):
     # it lives and dies with the set.
     derived: dict[str, Any] = field(default_factory=dict)
@@ -127,6 +130,13 @@ class CompiledSet:
         max_tokens = min(wanted, cap) if cap and wanted else (cap or wanted)
         fixed = self.fixed_capped if max_tokens != wanted else self.fixed
         results = list(fixed)
+        redactions = None
+        if self.pii is not None:
+            verdict = self.pii.check(request.messages, request.can_redact)
+            results += verdict.results
+            if verdict.denied:
+                return Plan(self.identity, request, results, fixed=fixed)
+            redactions = verdict.redactions
         checks = [term.for_call(request.input_tokens) for term in self.terms]
         if not max_tokens and any(t.per_output for t in self.terms):
             max_tokens = self.default_max_output
@@ -141,14 +151,16 @@ class CompiledSet:
                     term.policy, False, Reason.REQUEST_COST_CAP,
                     f"this call may cost up to {demand.amount(max_tokens or least)} micros; "
                     f"the cap per request is {budget.max_request_cost_micros}"))
-                return Plan(self.identity, request, results, fixed=fixed)
+                return Plan(self.identity, request, results, fixed=fixed,
+                            redactions=redactions)
             if max_tokens and fits < max_tokens:
                 max_tokens = fits
                 results.append(result(term.policy, True, Reason.ALLOWED,
                                       f"max_output_tokens lowered to {fits} by the cost cap of "
                                       f"{budget.max_request_cost_micros} micros per request"))
         return Plan(self.identity, request, results, checks,
-                    Route(route.provider, route.model, max_tokens, route.fallbacks), least, fixed)
+                    Route(route.provider, route.model, max_tokens, route.fallbacks), least, fixed,
+                    redactions)
 
     def worst_cost(self, plan: Plan, decision: Decision) -> int:
         """What the routed call costs at most at its model's price (0 when it has none)."""
@@ -333,10 +345,11 @@ def compile_set(identity: Identity, model: str, provider: str,
         said = [result(p, True, Reason.ALLOWED, "; ".join(route_notes)) for p in speakers]
         return tuple(head + said + tail + unpriced)
 
+    guarded = tuple(p for p in ordered if p.pii is not None)
     return CompiledSet(
         identity, model, provider, fixed(notes), fixed(capped_notes),
         Route(chosen.provider, chosen.model, 0, tuple(usable[1:])), cap, tuple(terms),
         tuple(t for t in terms if t.policy.enforced and t.policy.budget is not None
               and t.policy.budget.max_request_cost_micros),
         price or default_price, price is None and default_price is not None, setting,
-        default_max_output, error)
+        default_max_output, error, PiiGuard(guarded) if guarded else None)

@@ -107,4 +107,5 @@ def decide(plan: Plan, outcomes: Sequence[QuotaOutcome],
         limits=list(outcomes),
         retry_after=retry_after,
         route=None if denials else route,
+        redactions=None if denials else plan.redactions,
     )

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from warden.engine.pricing import Price
+from warden.guardrails.pii import Finding, PiiRules, pii_rules
 
 
 class Reason(enum.Enum):
@@ -22,6 +23,7 @@ class Reason(enum.Enum):
     REQUEST_COST_CAP = "REQUEST_COST_CAP"
     QUOTA_UNAVAILABLE = "QUOTA_UNAVAILABLE"
     MODEL_NOT_PRICED = "MODEL_NOT_PRICED"  # reported by dry-run budgets only
+    PII_DETECTED = "PII_DETECTED"
 
 
 WINDOW_SECONDS = {"MINUTE": 60, "HOUR": 3600, "DAY": 86400}
@@ -155,6 +157,7 @@ class PolicyRecord:
     routing: Routing | None = None
     budget: Budget | None = None
     audit: AuditSetting | None = None
+    pii: PiiRules | None = None
     failure_mode: str = "fail_closed"  # what a quota does when the database is away
 
     @property
@@ -185,8 +188,8 @@ class PolicyRecord:
 
 def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
     """A stored policy (config as proto3 JSON with proto field names) as the engine sees it.
-    Guardrail configs (pii, prompt_injection, rag_sources) are carried by type only until their
-    checks exist."""
+    The prompt_injection and rag_sources configs are carried by type only until their checks
+    exist."""
     config = row["config"]
     kind = row["policy_type"]
     parts: dict[str, Any] = {}
@@ -218,6 +221,8 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
                                               for t in rule.get("targets", ())))
                         for rule in config.get("rules", ())),
             max_tokens_cap=int(config.get("max_tokens_cap", 0)))
+    elif kind == "pii":
+        parts["pii"] = pii_rules(config)
     elif kind == "audit":
         parts["audit"] = AuditSetting(
             allow_sample_rate=float(config.get("allow_sample_rate", 1.0)),
@@ -258,6 +263,9 @@ class AuthorizeInput:
     min_output_tokens: int = 0  # the least max_output_tokens the caller can use (0: 1)
     # The prompt's messages: objects with .role and .content (the request's own, unconverted).
     messages: Sequence[Any] = ()
+    # Whether the entry point can send the provider redacted messages (Envoy's ext_authz
+    # cannot rewrite a body: a redaction it cannot apply blocks the call instead).
+    can_redact: bool = True
 
 
 @dataclass(frozen=True)
@@ -338,6 +346,13 @@ class Route:
     fallbacks: tuple[Target, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Redactions:
+    """The spans a PII policy replaced, and every message's content with them replaced."""
+    spans: tuple[Finding, ...]
+    contents: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class Plan:
     identity: Identity
@@ -349,6 +364,7 @@ class Plan:
     min_output_tokens: int = 0
     # The results every call of its compiled set starts with (the first of `results`).
     fixed: tuple[PolicyResult, ...] = ()
+    redactions: Redactions | None = None
 
     @property
     def denied(self) -> bool:
@@ -363,3 +379,4 @@ class Decision:
     limits: list[QuotaOutcome]
     retry_after: timedelta | None = None
     route: Route | None = None  # where and how to call, when allowed
+    redactions: Redactions | None = None  # what the call must send instead, when allowed

@@ -262,12 +262,33 @@ class AuditConfig(_message.Message):
     def __init__(self, allow_sample_rate: _Optional[float] = ..., deny_sample_rate: _Optional[float] = ..., store_prompts: _Optional[bool] = ..., mask_fields: _Optional[_Iterable[str]] = ..., hash_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PiiConfig(_message.Message):
-    __slots__ = ("action", "entities")
+    __slots__ = ("action", "entities", "entity_actions", "patterns")
+    class EntityActionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: GuardrailAction
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[GuardrailAction, str]] = ...) -> None: ...
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
     action: GuardrailAction
     entities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., entities: _Optional[_Iterable[str]] = ...) -> None: ...
+    entity_actions: _containers.ScalarMap[str, GuardrailAction]
+    patterns: _containers.RepeatedCompositeFieldContainer[PiiPattern]
+    def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., entities: _Optional[_Iterable[str]] = ..., entity_actions: _Optional[_Mapping[str, GuardrailAction]] = ..., patterns: _Optional[_Iterable[_Union[PiiPattern, _Mapping]]] = ...) -> None: ...
+
+class PiiPattern(_message.Message):
+    __slots__ = ("name", "pattern", "action")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pattern: str
+    action: GuardrailAction
+    def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ..., action: _Optional[_Union[GuardrailAction, str]] = ...) -> None: ...
 
 class PromptInjectionConfig(_message.Message):
     __slots__ = ("action", "threshold")

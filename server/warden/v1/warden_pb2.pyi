@@ -145,7 +145,7 @@ class Identity(_message.Message):
     def __init__(self, org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., user_id: _Optional[str] = ..., api_key_id: _Optional[str] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ("decision", "reason", "results", "limits", "route", "retry_after", "reservation_id", "identity")
+    __slots__ = ("decision", "reason", "results", "limits", "route", "retry_after", "reservation_id", "identity", "redactions", "redacted_messages")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,8 @@ class AuthorizeResponse(_message.Message):
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REDACTIONS_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     reason: _types_pb2.Reason
     results: _containers.RepeatedCompositeFieldContainer[PolicyResult]
@@ -162,7 +164,23 @@ class AuthorizeResponse(_message.Message):
     retry_after: _duration_pb2.Duration
     reservation_id: str
     identity: Identity
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[_Union[_types_pb2.Reason, str]] = ..., results: _Optional[_Iterable[_Union[PolicyResult, _Mapping]]] = ..., limits: _Optional[_Iterable[_Union[LimitStatus, _Mapping]]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reservation_id: _Optional[str] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+    redactions: _containers.RepeatedCompositeFieldContainer[Redaction]
+    redacted_messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[_Union[_types_pb2.Reason, str]] = ..., results: _Optional[_Iterable[_Union[PolicyResult, _Mapping]]] = ..., limits: _Optional[_Iterable[_Union[LimitStatus, _Mapping]]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reservation_id: _Optional[str] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., redactions: _Optional[_Iterable[_Union[Redaction, _Mapping]]] = ..., redacted_messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class Redaction(_message.Message):
+    __slots__ = ("message_index", "start", "end", "kind", "replacement")
+    MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REPLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    message_index: int
+    start: int
+    end: int
+    kind: str
+    replacement: str
+    def __init__(self, message_index: _Optional[int] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., kind: _Optional[str] = ..., replacement: _Optional[str] = ...) -> None: ...
 
 class RecordUsageRequest(_message.Message):
     __slots__ = ("request_id", "api_key", "usage", "cost_micros", "model", "provider", "outcome", "latency", "reservation_id", "subject")

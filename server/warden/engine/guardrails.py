@@ -1,0 +1,89 @@
+"""The PII policies of a compiled set, checked per call on the prompt's messages.
+
+Every pii policy of the chain applies (restrict-only, like quotas: a child scope adds checks,
+it cannot remove a parent's). The messages are scanned once for every kind any of them checks;
+then, per finding, the strongest action of the enforced policies that check its kind decides:
+block (the call is denied, REASON_PII_DETECTED), else redact (the call is allowed and the
+answer carries the messages with the span replaced), else log. A dry-run policy reports what
+it would have done and changes nothing. Each policy's result names the kinds it found and
+where (message index and code-point offsets), never the text itself, so the decision log and
+the audit trail can hold it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from warden.engine.model import PolicyRecord, PolicyResult, Reason, Redactions
+from warden.guardrails.pii import KINDS, Finding, redact, scan
+
+# "unredactable": a redaction the entry point cannot apply, which blocks.
+_RANK = {"log": 0, "redact": 1, "block": 2, "unredactable": 2}
+_VERBS = {"log": "found", "redact": "redacted", "block": "blocked",
+          "unredactable": "blocked, as redacting needs a rewritten body (Authorize or ext_proc)"}
+_WOULD = {"log": "found", "redact": "would redact", "block": "would block",
+          "unredactable": "would block, as redacting needs a rewritten body"}
+
+
+def _where(findings: Sequence[Finding]) -> str:
+    return ", ".join(f"{f.kind} in message {f.message} at {f.start}-{f.end}" for f in findings)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    results: list[PolicyResult]
+    denied: bool
+    redactions: Redactions | None
+
+
+@dataclass(frozen=True)
+class PiiGuard:
+    policies: tuple[PolicyRecord, ...]  # most specific first
+
+    def __post_init__(self) -> None:
+        kinds = {k for p in self.policies for k, _ in p.pii.actions}  # type: ignore[union-attr]
+        object.__setattr__(self, "_kinds", frozenset(k for k in kinds if k in KINDS))
+        object.__setattr__(self, "_custom", tuple(
+            c for p in self.policies for c in p.pii.patterns))  # type: ignore[union-attr]
+
+    def check(self, messages: Sequence[Any], can_redact: bool = True) -> Verdict:
+        """What the policies say of these messages (objects with .content). Where the entry
+        point cannot send redacted messages, a redaction blocks instead."""
+        contents = [m.content for m in messages]
+        findings = scan(contents, self._kinds, self._custom)  # type: ignore[attr-defined]
+        results, strongest = [], {}
+        for policy in self.policies:
+            assert policy.pii is not None
+            own = [(f, "unredactable" if a == "redact" and not can_redact else a)
+                   for f in findings if (a := policy.pii.action(f.kind)) is not None]
+            if policy.enforced:
+                for f, a in own:
+                    if _RANK[a] > _RANK[strongest.get(f, "log")] or f not in strongest:
+                        strongest[f] = a
+            results.append(self._result(policy, own))
+        if any(_RANK[a] == 2 for a in strongest.values()):
+            return Verdict(results, True, None)
+        spans = tuple(f for f, a in strongest.items() if a == "redact")
+        if not spans:
+            return Verdict(results, False, None)
+        return Verdict(results, False, Redactions(spans, tuple(
+            redact(text, [f for f in spans if f.message == i]) for i, text in
+            enumerate(contents))))
+
+    @staticmethod
+    def _result(policy: PolicyRecord, own: list[tuple[Finding, str]]) -> PolicyResult:
+        if not own:
+            return PolicyResult(policy.id, policy.scope_kind, policy.scope_id, "pii",
+                                policy.mode, True, Reason.ALLOWED)
+        words = _VERBS if policy.enforced else _WOULD
+        parts = []
+        for action in ("block", "unredactable", "redact", "log"):
+            these = [f for f, a in own if a == action]
+            if these:
+                parts.append(f"{words[action]}: {_where(these)}")
+        blocked = any(_RANK[a] == 2 for _, a in own)
+        return PolicyResult(policy.id, policy.scope_kind, policy.scope_id, "pii", policy.mode,
+                            not blocked, Reason.PII_DETECTED if blocked else Reason.ALLOWED,
+                            "; ".join(parts))
