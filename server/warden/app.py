@@ -238,7 +238,8 @@ class App:
         trusted = TrustedPeers(bool(s.subject_socket), s.tls_trusted_clients)
         add_servicer(server, warden_pb2_grpc.add_WardenServicer_to_server,
                      WardenService(components, trusted))
-        mesh = Mesh(components, s.envoy_key_headers, s.envoy_rate_limit_headers, trusted)
+        mesh = Mesh(components, s.envoy_key_headers, s.envoy_rate_limit_headers, trusted,
+                    s.envoy_rag_sources_header)
         add_servicer(server, external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
                      EnvoyAuthorization(mesh))
         add_servicer(server, external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server,

@@ -97,6 +97,13 @@ def _header_names(value: str) -> tuple[str, ...]:
     return names
 
 
+def _header_name(value: str) -> str:
+    names = _header_names(value)
+    if len(names) != 1:
+        raise ValueError("expected one HTTP header name")
+    return names[0]
+
+
 def _rate_limit_styles(value: str) -> frozenset[str]:
     styles = frozenset(n.strip().lower() for n in value.split(",") if n.strip())
     if styles == {"none"}:
@@ -163,6 +170,10 @@ OPTIONS: tuple[Option, ...] = (
            "HTTP headers that carry the Warden key of a call through Envoy (ext_authz, "
            "ext_proc), first found wins; authorization as a bearer token. All of them are "
            "removed before the request goes upstream"),
+    Option("envoy_rag_sources_header", _header_name, "x-warden-rag-sources",
+           "HTTP header naming, comma-separated, the document collections a call through "
+           "Envoy draws on (for rag_sources policies); removed before the request goes "
+           "upstream"),
     Option("envoy_rate_limit_headers", _rate_limit_styles, "openai,ietf",
            "rate-limit headers on answers through Envoy: openai (x-ratelimit-*), ietf "
            "(RateLimit-Policy and RateLimit), both comma-separated, or none"),
@@ -240,6 +251,7 @@ class Settings:
     tls_trusted_clients: frozenset[str]
     tls_admin_clients: frozenset[str]
     envoy_key_headers: tuple[str, ...]
+    envoy_rag_sources_header: str
     envoy_rate_limit_headers: frozenset[str]
     metrics_listen: str
     database_url: str

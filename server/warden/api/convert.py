@@ -214,7 +214,7 @@ def authorize_input(request: warden_pb2.AuthorizeRequest) -> AuthorizeInput:
                           max_output_tokens=request.max_output_tokens,
                           user_id=request.user_id or request.subject.user_id,
                           min_output_tokens=request.min_output_tokens,
-                          messages=request.messages)
+                          messages=request.messages, rag_sources=request.rag_sources)
 
 
 def usage_row(request: warden_pb2.RecordUsageRequest) -> dict[str, Any]:

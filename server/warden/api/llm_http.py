@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from warden.api.validate import MAX_TEXT, MAX_TOKENS, REQUEST_ID
+from warden.api.validate import MAX_RAG_SOURCES, MAX_TEXT, MAX_TOKENS, REQUEST_ID
 from warden.engine import AuthorizeInput, Decision, QuotaOutcome, Reason
 
 # The last segment(s) of a path, without its query, name the kind of call: a gateway may
@@ -29,6 +29,7 @@ MAX_TOKENS_FIELDS = {"chat.completions": ("max_completion_tokens", "max_tokens")
 # Headers Warden sets for the upstream; any of them a client sent is removed.
 UPSTREAM_HEADERS = ("x-warden-request-id", "x-warden-reservation-id", "x-warden-model",
                     "x-warden-provider", "x-warden-max-tokens")
+RAG_SOURCES_HEADER = "x-warden-rag-sources"  # the default of WARDEN_ENVOY_RAG_SOURCES_HEADER
 PROVIDER_HEADER = "x-warden-provider"  # the route's provider, set by the mesh's route config
 REQUEST_ID_HEADER = "x-request-id"
 RATE_LIMIT_STYLES = frozenset({"openai", "ietf"})
@@ -61,6 +62,7 @@ class LlmCall:
     provider: str = ""
     messages: list[Message] = field(default_factory=list)
     body: dict[str, Any] | None = None
+    rag_sources: list[str] = field(default_factory=list)
 
     def input(self, can_redact: bool) -> AuthorizeInput:
         chars = sum(len(m.role) + len(m.content) for m in self.messages)
@@ -70,7 +72,7 @@ class LlmCall:
             input_tokens=-(-chars // 4),  # about four characters a token, as Authorize
             # An embedding has no output; 1 keeps a quota from reserving the default.
             max_output_tokens=1 if self.kind == "embeddings" else self.max_tokens,
-            user_id=self.user, messages=self.messages)
+            user_id=self.user, messages=self.messages, rag_sources=self.rag_sources)
 
 
 def kind_of(path: str) -> str:
@@ -104,11 +106,18 @@ def request_id(headers: Mapping[str, str]) -> str:
     return value
 
 
-def parse(path: str, headers: Mapping[str, str], body: bytes | None) -> LlmCall:
+def parse(path: str, headers: Mapping[str, str], body: bytes | None,
+          rag_header: str = RAG_SOURCES_HEADER) -> LlmCall:
     """The call a request makes. `body` is None when the proxy sent none. BadCall when an LLM
     call's body cannot be read."""
     kind = kind_of(path)
     call = LlmCall(kind, request_id(headers), provider=headers.get(PROVIDER_HEADER, ""))
+    sources = [s.strip() for s in headers.get(rag_header, "").split(",") if s.strip()]
+    if len(sources) > MAX_RAG_SOURCES or any(len(s) > MAX_TEXT for s in sources):
+        raise BadCall(f"headers.{rag_header}",
+                      f"must name at most {MAX_RAG_SOURCES} sources of at most {MAX_TEXT} "
+                      "characters each")
+    call.rag_sources = sources
     if not kind:
         return call
     if headers.get("x-envoy-auth-partial-body") == "true":
@@ -223,6 +232,7 @@ _DENIALS: dict[Reason, tuple[int, str]] = {
     Reason.QUOTA_UNAVAILABLE: (503, "quota_unavailable"),
     Reason.MODEL_NOT_PRICED: (403, "model_not_priced"),
     Reason.PII_DETECTED: (403, "pii_detected"),
+    Reason.RAG_SOURCE_NOT_ALLOWED: (403, "rag_source_not_allowed"),
 }
 # A WardenError's HTTP status, by its gRPC code. UNAVAILABLE and INTERNAL are not here: Warden
 # could not decide, and the proxy's own failure mode says what happens.

@@ -29,18 +29,19 @@ class Refused(Exception):
 class Mesh:
     def __init__(self, components: Components, key_headers: tuple[str, ...],
                  rate_limit_styles: frozenset[str],
-                 trusted: TrustedPeers) -> None:
+                 trusted: TrustedPeers, rag_header: str = llm_http.RAG_SOURCES_HEADER) -> None:
         self.components = components
         self.key_headers = key_headers
         self.styles = rate_limit_styles
         self.trusted = trusted  # whose reported workload identities name an app
+        self.rag_header = rag_header
         # What the upstream must never see: the Warden key, and any x-warden-* header a client
         # made up (those Warden sets overwrite the client's).
-        self.remove = key_headers + llm_http.UPSTREAM_HEADERS
+        self.remove = key_headers + (rag_header,) + llm_http.UPSTREAM_HEADERS
 
     def parse(self, path: str, headers: Mapping[str, str], body: bytes | None) -> LlmCall:
         try:
-            return llm_http.parse(path, headers, body)
+            return llm_http.parse(path, headers, body, self.rag_header)
         except BadCall as exc:
             raise Refused(llm_http.bad_call(exc), "INVALID_ARGUMENT") from None
 

@@ -146,7 +146,10 @@ def _check_config(v: Violations, policy: types_pb2.Policy, kind: str, at: str) -
     elif kind == "rag_sources":
         c = policy.rag_sources
         _action(v, c.action, f"{at}.action", _NO_REDACT)
-        _names(v, c.allowed_sources, f"{at}.allowed_sources", required=True)
+        _names(v, c.allowed_sources, f"{at}.allowed_sources")
+        _names(v, c.denied_sources, f"{at}.denied_sources")
+        v.check(bool(c.allowed_sources or c.denied_sources), at,
+                "must list allowed_sources or denied_sources")
     elif kind == "audit":
         _check_audit(v, policy, at)
 

@@ -13,7 +13,7 @@ from warden.api import convert
 from warden.api.answer import authorize_response
 from warden.api.decoding import NUL, Malformed
 from warden.api.errors import fill_unimplemented, rpc
-from warden.api.validate import MAX_TEXT, MAX_TOKENS, Violations
+from warden.api.validate import MAX_RAG_SOURCES, MAX_TEXT, MAX_TOKENS, Violations
 from warden.components import Components
 from warden.errors import WardenError
 from warden.keys import KeyRecord
@@ -73,6 +73,11 @@ def _check_authorize(request: warden_pb2.AuthorizeRequest) -> None:
         v.text(request.model, "model")
     v.text(request.provider, "provider")
     v.text(request.user_id, "user_id")
+    v.check(len(request.rag_sources) <= MAX_RAG_SOURCES, "rag_sources",
+            f"must name at most {MAX_RAG_SOURCES} sources")
+    for i, source in enumerate(request.rag_sources):
+        v.check(0 < len(source) <= MAX_TEXT, f"rag_sources[{i}]",
+                f"must be 1-{MAX_TEXT} characters")
     v.tokens(request.input_tokens, "input_tokens")
     v.tokens(request.max_output_tokens, "max_output_tokens")
     if v.tokens(request.min_output_tokens, "min_output_tokens"):

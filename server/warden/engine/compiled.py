@@ -2,7 +2,8 @@
 scope chain, the provider switches, the prices and the model and provider asked for, worked out
 once. `compile_set` runs when the cache first sees a chain and model (and again after a change
 to any of its inputs drops the set); `CompiledSet.plan` runs per call and computes only what
-depends on the call: the PII findings in its messages (engine/guardrails.py), the token
+depends on the call: the guardrails (engine/guardrails.py: its RAG sources, the PII in its
+messages), the token
 demands, the max_output_tokens cap, the per-request cost caps.
 
 Settings (model access, routing) resolve most-specific-first: API key, user, app, team, org,
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from warden.engine.audit import DEFAULT, Snapshot, audit_setting, snapshot_of
-from warden.engine.guardrails import PiiGuard
+from warden.engine.guardrails import PiiGuard, rag_results
 from warden.engine.model import (
     AuditSetting,
     AuthorizeInput,
@@ -113,6 +114,7 @@ class CompiledSet:
     default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS
     unpriced: Unpriced | None = None  # raised by every plan: an enforced budget cannot count
     pii: PiiGuard | None = None  # the chain's pii policies, checked on each call's messages
+    rag: tuple[PolicyRecord, ...] = ()  # the chain's rag_sources policies
     # What adapters work out from this set once (pre-encoded answer parts, by adapter name):
     # it lives and dies with the set.
     derived: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +133,11 @@ class CompiledSet:
         fixed = self.fixed_capped if max_tokens != wanted else self.fixed
         results = list(fixed)
         redactions = None
+        if self.rag:
+            said, denied = rag_results(self.rag, request.rag_sources)
+            results += said
+            if denied:
+                return Plan(self.identity, request, results, fixed=fixed)
         if self.pii is not None:
             verdict = self.pii.check(request.messages, request.can_redact)
             results += verdict.results
@@ -346,10 +353,11 @@ def compile_set(identity: Identity, model: str, provider: str,
         return tuple(head + said + tail + unpriced)
 
     guarded = tuple(p for p in ordered if p.pii is not None)
+    rag = tuple(p for p in ordered if p.rag is not None)
     return CompiledSet(
         identity, model, provider, fixed(notes), fixed(capped_notes),
         Route(chosen.provider, chosen.model, 0, tuple(usable[1:])), cap, tuple(terms),
         tuple(t for t in terms if t.policy.enforced and t.policy.budget is not None
               and t.policy.budget.max_request_cost_micros),
         price or default_price, price is None and default_price is not None, setting,
-        default_max_output, error, PiiGuard(guarded) if guarded else None)
+        default_max_output, error, PiiGuard(guarded) if guarded else None, rag)

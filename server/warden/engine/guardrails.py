@@ -1,4 +1,5 @@
-"""The PII policies of a compiled set, checked per call on the prompt's messages.
+"""The guardrails of a compiled set, checked per call: the PII policies on the prompt's
+messages, the rag_sources policies on the document collections it draws on.
 
 Every pii policy of the chain applies (restrict-only, like quotas: a child scope adds checks,
 it cannot remove a parent's). The messages are scanned once for every kind any of them checks;
@@ -87,3 +88,20 @@ class PiiGuard:
         return PolicyResult(policy.id, policy.scope_kind, policy.scope_id, "pii", policy.mode,
                             not blocked, Reason.PII_DETECTED if blocked else Reason.ALLOWED,
                             "; ".join(parts))
+
+
+def rag_results(policies: Sequence[PolicyRecord], sources: Sequence[str]
+                ) -> tuple[list[PolicyResult], bool]:
+    """Every rag_sources policy of the chain applies to every source the call names: (their
+    results, whether an enforced one blocks)."""
+    results, denied = [], False
+    for policy in policies:
+        assert policy.rag is not None
+        why = "; ".join(filter(None, (policy.rag.refusal(s) for s in sources)))
+        blocks = bool(why) and policy.rag.action == "block"
+        denied = denied or (blocks and policy.enforced)
+        results.append(PolicyResult(
+            policy.id, policy.scope_kind, policy.scope_id, "rag_sources", policy.mode,
+            not blocks, Reason.RAG_SOURCE_NOT_ALLOWED if blocks else Reason.ALLOWED,
+            why if blocks else f"found: {why}" if why else ""))
+    return results, denied

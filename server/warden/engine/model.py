@@ -12,6 +12,7 @@ from typing import Any
 
 from warden.engine.pricing import Price
 from warden.guardrails.pii import Finding, PiiRules, pii_rules
+from warden.guardrails.rag import RagSources
 
 
 class Reason(enum.Enum):
@@ -24,6 +25,7 @@ class Reason(enum.Enum):
     QUOTA_UNAVAILABLE = "QUOTA_UNAVAILABLE"
     MODEL_NOT_PRICED = "MODEL_NOT_PRICED"  # reported by dry-run budgets only
     PII_DETECTED = "PII_DETECTED"
+    RAG_SOURCE_NOT_ALLOWED = "RAG_SOURCE_NOT_ALLOWED"
 
 
 WINDOW_SECONDS = {"MINUTE": 60, "HOUR": 3600, "DAY": 86400}
@@ -158,6 +160,7 @@ class PolicyRecord:
     budget: Budget | None = None
     audit: AuditSetting | None = None
     pii: PiiRules | None = None
+    rag: RagSources | None = None
     failure_mode: str = "fail_closed"  # what a quota does when the database is away
 
     @property
@@ -188,8 +191,7 @@ class PolicyRecord:
 
 def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
     """A stored policy (config as proto3 JSON with proto field names) as the engine sees it.
-    The prompt_injection and rag_sources configs are carried by type only until their checks
-    exist."""
+    The prompt_injection config is carried by type only until its check exists."""
     config = row["config"]
     kind = row["policy_type"]
     parts: dict[str, Any] = {}
@@ -223,6 +225,10 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
             max_tokens_cap=int(config.get("max_tokens_cap", 0)))
     elif kind == "pii":
         parts["pii"] = pii_rules(config)
+    elif kind == "rag_sources":
+        parts["rag"] = RagSources(
+            "block" if config.get("action") == "GUARDRAIL_ACTION_BLOCK" else "log",
+            tuple(config.get("allowed_sources", ())), tuple(config.get("denied_sources", ())))
     elif kind == "audit":
         parts["audit"] = AuditSetting(
             allow_sample_rate=float(config.get("allow_sample_rate", 1.0)),
@@ -266,6 +272,7 @@ class AuthorizeInput:
     # Whether the entry point can send the provider redacted messages (Envoy's ext_authz
     # cannot rewrite a body: a redaction it cannot apply blocks the call instead).
     can_redact: bool = True
+    rag_sources: Sequence[str] = ()  # the document collections the prompt draws on
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Guardrails on what a call sends: personal data and secrets (pii)."""
+"""Guardrails on what a call sends: personal data and secrets (pii), document sources (rag)."""

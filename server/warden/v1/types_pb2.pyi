@@ -299,12 +299,14 @@ class PromptInjectionConfig(_message.Message):
     def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class RagSourcesConfig(_message.Message):
-    __slots__ = ("action", "allowed_sources")
+    __slots__ = ("action", "allowed_sources", "denied_sources")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    DENIED_SOURCES_FIELD_NUMBER: _ClassVar[int]
     action: GuardrailAction
     allowed_sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., allowed_sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    denied_sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., allowed_sources: _Optional[_Iterable[str]] = ..., denied_sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("id", "scope", "name", "mode", "priority", "locked", "failure_mode", "rate_limit", "budget", "model_access", "routing", "pii", "prompt_injection", "rag_sources", "audit", "create_time", "update_time", "revision")
