@@ -1,17 +1,18 @@
-"""What the PII guardrails cost Authorize, against the same policy set without them.
+"""What the guardrails cost Authorize, against the same policy set without them.
 
     python bench/guardrails.py [--rounds 3] [--seconds 5] [--warmup 1] [--concurrency 1]
                                [--database-url URL | embedded] [--json PATH]
 
 One `warden serve` with the tenant of bench/tenant.py (six policies, four quota leases, every
-decision explained) and two keys of its user: one with nothing more, one with a pii policy at
-its own scope that checks every built-in kind (log, and block for secrets). The same prompts go
-to both, so the only difference is the guardrail: a customer-support conversation of about
+decision explained) and two keys of its user: one with nothing more, one with two policies at
+its own scope: a pii policy that checks every built-in kind (log, and block for secrets) and a
+prompt_injection policy (log at 0.5, the user and tool messages). The same prompts go to
+both, so the only difference is the guardrails: a customer-support conversation of about
 2 KB and of about 32 KB of text (order numbers, dates, amounts, times and one e-mail address,
 which is found and logged; no secret, so nothing is blocked). Rounds alternate the four runs
 (2 KB and 32 KB, without and with the policy); reported: calls per second, p50 and p99 of
-Authorize at --concurrency, and each size's ratio with the policy to without. Every answer
-must allow, and with the policy name the e-mail address it found.
+Authorize at --concurrency, and each size's ratio with the policies to without. Every answer
+must allow, and with the policies name the e-mail address found and the injection score.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from warden.v1 import admin_pb2, admin_pb2_grpc, types_pb2, warden_pb2, warden_p
 
 SIZES = {"2 KB": 2048, "32 KB": 32768}
 POLICY_ID = "bench-key-pii"
+INJECTION_ID = "bench-key-injection"
 FIGURES = ("ops_per_s", "p50_ms", "p99_ms", "server_cpu_ms")
 
 _LINES = [
@@ -75,6 +77,11 @@ async def create_keys(target: str, auth) -> tuple[str, str]:
             pii=types_pb2.PiiConfig(action=types_pb2.GUARDRAIL_ACTION_LOG,
                                     entity_actions={"secret": types_pb2.GUARDRAIL_ACTION_BLOCK}))),
             metadata=auth)
+        await admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
+            id=INJECTION_ID, scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_API_KEY,
+                                                   id=guarded.api_key.id),
+            prompt_injection=types_pb2.PromptInjectionConfig(
+                action=types_pb2.GUARDRAIL_ACTION_LOG, threshold=0.5))), metadata=auth)
     return plain, guarded.plaintext
 
 
@@ -88,8 +95,11 @@ def authorize_call(api_key: str, size: int, guarded: bool) -> Call:
         request.messages.extend(messages)
         reply = allowed(await stub.Authorize(request, timeout=CALL_TIMEOUT))
         found = [r for r in reply.results if r.policy_id == POLICY_ID]
+        scored = [r for r in reply.results if r.policy_id == INJECTION_ID]
         if guarded != bool(found) or (guarded and "email in message 1" not in found[0].message):
             raise WrongAnswer("Authorize", f"the pii result is {found}")
+        if guarded != bool(scored) or (guarded and "threshold 0.5" not in scored[0].message):
+            raise WrongAnswer("Authorize", f"the prompt_injection result is {scored}")
         return reply.ByteSize()
 
     return call
@@ -130,7 +140,7 @@ def report(context: dict, results: dict) -> None:
     rows = []
     for size in SIZES:
         without, with_ = med[f"{size} / without"], med[f"{size} / with"]
-        for label, m in (("without", without), ("with pii", with_)):
+        for label, m in (("without", without), ("with guardrails", with_)):
             rows.append([f"{size} ({results['prompt_chars'][size]:,} chars)", label,
                          num(m["ops_per_s"], 1), num(m["p50_ms"], 2), num(m["p99_ms"], 2),
                          num(m["server_cpu_ms"], 3)])
@@ -139,7 +149,8 @@ def report(context: dict, results: dict) -> None:
                      ratio(without["p99_ms"], with_["p99_ms"]),
                      ratio(without["server_cpu_ms"], with_["server_cpu_ms"])])
     print(table(["prompt", "policy", "calls/s:", "p50 ms:", "p99 ms:", "server CPU ms/op:"],
-                rows, f"**Authorize** with and without a pii policy (every kind), concurrency "
+                rows, f"**Authorize** with and without a pii policy (every kind) and a "
+                f"prompt_injection policy, concurrency "
                 f"{context['concurrency']}, medians of {context['rounds']} rounds of "
                 f"{context['seconds_s']:g} s"))
 

@@ -136,6 +136,18 @@ class Envoy:
                 "-l", "warning", "--concurrency", str(self.concurrency)]
 
     async def start(self, within: float = 30.0) -> None:
+        """Start Envoy and wait until it is ready. Its ports were free when chosen, but another
+        process may take one before Envoy binds it: then it starts again on new ports."""
+        for attempt in range(3):
+            try:
+                return await self._start(within)
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.port, self.admin_port = free_port(), free_port()
+                self.log = self.directory / f"envoy-{self.port}.log"
+
+    async def _start(self, within: float) -> None:
         with self.log.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *self.command(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)

@@ -233,6 +233,7 @@ _DENIALS: dict[Reason, tuple[int, str]] = {
     Reason.MODEL_NOT_PRICED: (403, "model_not_priced"),
     Reason.PII_DETECTED: (403, "pii_detected"),
     Reason.RAG_SOURCE_NOT_ALLOWED: (403, "rag_source_not_allowed"),
+    Reason.PROMPT_INJECTION: (403, "prompt_injection"),
 }
 # A WardenError's HTTP status, by its gRPC code. UNAVAILABLE and INTERNAL are not here: Warden
 # could not decide, and the proxy's own failure mode says what happens.

@@ -143,6 +143,7 @@ def _check_config(v: Violations, policy: types_pb2.Policy, kind: str, at: str) -
         c = policy.prompt_injection
         _action(v, c.action, f"{at}.action", _NO_REDACT)
         v.check(0 < c.threshold <= 1, f"{at}.threshold", "must be in (0, 1]")
+        _names(v, c.roles, f"{at}.roles")
     elif kind == "rag_sources":
         c = policy.rag_sources
         _action(v, c.action, f"{at}.action", _NO_REDACT)

@@ -2,8 +2,8 @@
 scope chain, the provider switches, the prices and the model and provider asked for, worked out
 once. `compile_set` runs when the cache first sees a chain and model (and again after a change
 to any of its inputs drops the set); `CompiledSet.plan` runs per call and computes only what
-depends on the call: the guardrails (engine/guardrails.py: its RAG sources, the PII in its
-messages), the token
+depends on the call: the guardrails (engine/guardrails.py: its RAG sources, the injection
+scores and the PII of its messages), the token
 demands, the max_output_tokens cap, the per-request cost caps.
 
 Settings (model access, routing) resolve most-specific-first: API key, user, app, team, org,
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from warden.engine.audit import DEFAULT, Snapshot, audit_setting, snapshot_of
-from warden.engine.guardrails import PiiGuard, rag_results
+from warden.engine.guardrails import PiiGuard, injection_results, rag_results
 from warden.engine.model import (
     AuditSetting,
     AuthorizeInput,
@@ -115,6 +115,7 @@ class CompiledSet:
     unpriced: Unpriced | None = None  # raised by every plan: an enforced budget cannot count
     pii: PiiGuard | None = None  # the chain's pii policies, checked on each call's messages
     rag: tuple[PolicyRecord, ...] = ()  # the chain's rag_sources policies
+    injection: tuple[PolicyRecord, ...] = ()  # the chain's prompt_injection policies
     # What adapters work out from this set once (pre-encoded answer parts, by adapter name):
     # it lives and dies with the set.
     derived: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +136,11 @@ class CompiledSet:
         redactions = None
         if self.rag:
             said, denied = rag_results(self.rag, request.rag_sources)
+            results += said
+            if denied:
+                return Plan(self.identity, request, results, fixed=fixed)
+        if self.injection:
+            said, denied = injection_results(self.injection, request.messages)
             results += said
             if denied:
                 return Plan(self.identity, request, results, fixed=fixed)
@@ -354,10 +360,11 @@ def compile_set(identity: Identity, model: str, provider: str,
 
     guarded = tuple(p for p in ordered if p.pii is not None)
     rag = tuple(p for p in ordered if p.rag is not None)
+    injection = tuple(p for p in ordered if p.injection is not None)
     return CompiledSet(
         identity, model, provider, fixed(notes), fixed(capped_notes),
         Route(chosen.provider, chosen.model, 0, tuple(usable[1:])), cap, tuple(terms),
         tuple(t for t in terms if t.policy.enforced and t.policy.budget is not None
               and t.policy.budget.max_request_cost_micros),
         price or default_price, price is None and default_price is not None, setting,
-        default_max_output, error, PiiGuard(guarded) if guarded else None, rag)
+        default_max_output, error, PiiGuard(guarded) if guarded else None, rag, injection)

@@ -1,5 +1,6 @@
 """The guardrails of a compiled set, checked per call: the PII policies on the prompt's
-messages, the rag_sources policies on the document collections it draws on.
+messages, the rag_sources policies on the document collections it draws on, the
+prompt_injection policies on the scores of its messages (guardrails/injection.py).
 
 Every pii policy of the chain applies (restrict-only, like quotas: a child scope adds checks,
 it cannot remove a parent's). The messages are scanned once for every kind any of them checks;
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warden.engine.model import PolicyRecord, PolicyResult, Reason, Redactions
+from warden.guardrails.injection import Score, score
 from warden.guardrails.pii import KINDS, Finding, redact, scan
 
 # "unredactable": a redaction the entry point cannot apply, which blocks.
@@ -104,4 +106,34 @@ def rag_results(policies: Sequence[PolicyRecord], sources: Sequence[str]
             policy.id, policy.scope_kind, policy.scope_id, "rag_sources", policy.mode,
             not blocks, Reason.RAG_SOURCE_NOT_ALLOWED if blocks else Reason.ALLOWED,
             why if blocks else f"found: {why}" if why else ""))
+    return results, denied
+
+
+def injection_results(policies: Sequence[PolicyRecord], messages: Sequence[Any]
+                      ) -> tuple[list[PolicyResult], bool]:
+    """Each prompt_injection policy on the highest score of the messages of its roles (each
+    message scored once): (their results, whether an enforced one blocks). The result names
+    the message, its score and the signals, never the text."""
+    scores: dict[int, Score] = {}
+    results, denied = [], False
+    for policy in policies:
+        rules = policy.injection
+        assert rules is not None
+        best: tuple[float, int, tuple[str, ...]] = (0.0, -1, ())
+        for i, m in enumerate(messages):
+            if m.role in rules.roles:
+                s = scores.get(i) or scores.setdefault(i, score(m.content))
+                best = max(best, (s.value, i, s.signals))
+        value, index, signals = best
+        hit = index >= 0 and value >= rules.threshold
+        blocks = hit and rules.action == "block"
+        denied = denied or (blocks and policy.enforced)
+        where = (f"message {index} scored {value:.2f} ({', '.join(dict.fromkeys(signals))})"
+                 if signals else "no signal" if index >= 0 else "no message of its roles")
+        verb = ("blocked: " if policy.enforced else "would block: ") if blocks else \
+            "found: " if hit else ""
+        results.append(PolicyResult(
+            policy.id, policy.scope_kind, policy.scope_id, "prompt_injection", policy.mode,
+            not blocks, Reason.PROMPT_INJECTION if blocks else Reason.ALLOWED,
+            f"{verb}{where}; threshold {rules.threshold:g}"))
     return results, denied

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from warden.engine.pricing import Price
+from warden.guardrails.injection import DEFAULT_ROLES, InjectionRules
 from warden.guardrails.pii import Finding, PiiRules, pii_rules
 from warden.guardrails.rag import RagSources
 
@@ -25,6 +26,7 @@ class Reason(enum.Enum):
     QUOTA_UNAVAILABLE = "QUOTA_UNAVAILABLE"
     MODEL_NOT_PRICED = "MODEL_NOT_PRICED"  # reported by dry-run budgets only
     PII_DETECTED = "PII_DETECTED"
+    PROMPT_INJECTION = "PROMPT_INJECTION"
     RAG_SOURCE_NOT_ALLOWED = "RAG_SOURCE_NOT_ALLOWED"
 
 
@@ -161,6 +163,7 @@ class PolicyRecord:
     audit: AuditSetting | None = None
     pii: PiiRules | None = None
     rag: RagSources | None = None
+    injection: InjectionRules | None = None
     failure_mode: str = "fail_closed"  # what a quota does when the database is away
 
     @property
@@ -191,7 +194,7 @@ class PolicyRecord:
 
 def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
     """A stored policy (config as proto3 JSON with proto field names) as the engine sees it.
-    The prompt_injection config is carried by type only until its check exists."""
+    """
     config = row["config"]
     kind = row["policy_type"]
     parts: dict[str, Any] = {}
@@ -225,6 +228,10 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
             max_tokens_cap=int(config.get("max_tokens_cap", 0)))
     elif kind == "pii":
         parts["pii"] = pii_rules(config)
+    elif kind == "prompt_injection":
+        parts["injection"] = InjectionRules(
+            "block" if config.get("action") == "GUARDRAIL_ACTION_BLOCK" else "log",
+            float(config.get("threshold", 0.5)), tuple(config.get("roles", ())) or DEFAULT_ROLES)
     elif kind == "rag_sources":
         parts["rag"] = RagSources(
             "block" if config.get("action") == "GUARDRAIL_ACTION_BLOCK" else "log",

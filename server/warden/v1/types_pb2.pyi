@@ -291,12 +291,14 @@ class PiiPattern(_message.Message):
     def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ..., action: _Optional[_Union[GuardrailAction, str]] = ...) -> None: ...
 
 class PromptInjectionConfig(_message.Message):
-    __slots__ = ("action", "threshold")
+    __slots__ = ("action", "threshold", "roles")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
     action: GuardrailAction
     threshold: float
-    def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, action: _Optional[_Union[GuardrailAction, str]] = ..., threshold: _Optional[float] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RagSourcesConfig(_message.Message):
     __slots__ = ("action", "allowed_sources", "denied_sources")
