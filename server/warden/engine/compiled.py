@@ -3,8 +3,8 @@ scope chain, the provider switches, the prices and the model and provider asked 
 once. `compile_set` runs when the cache first sees a chain and model (and again after a change
 to any of its inputs drops the set); `CompiledSet.plan` runs per call and computes only what
 depends on the call: the guardrails (engine/guardrails.py: its RAG sources, the injection
-scores and the PII of its messages), the token
-demands, the max_output_tokens cap, the per-request cost caps.
+scores and the PII of its messages), the token demands, the max_output_tokens cap, the
+per-request cost caps.
 
 Settings (model access, routing) resolve most-specific-first: API key, user, app, team, org,
 higher priority first within a scope. A locked setting binds every more specific scope: its
