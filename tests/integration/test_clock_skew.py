@@ -53,8 +53,12 @@ async def test_skewed_sidecars_share_a_minute_limit_and_log_database_time(db_url
              for i in range(3 * LIMIT)]
     replies = await asyncio.gather(*calls)
     allowed = sum(r.decision == warden_pb2.DECISION_ALLOW for r in replies)
-    # Slices shrink to single units near the limit; all of it was reachable by both.
-    assert LIMIT * 0.97 <= allowed <= LIMIT
+    # Never more than the limit: sidecars counting by their own clocks would admit up to
+    # twice it. Nearly all of it: a skew that ended leases early would strand most of it. A
+    # burst of 180 calls on a loaded machine can leave a few units in one sidecar's lease
+    # while the other's last calls are denied (bench/settlement.py measures how much of a
+    # limit sidecars use: 0.994).
+    assert LIMIT * 0.85 <= allowed <= LIMIT
     await fleet.stop_all_cleanly([ahead, behind])
     # Both journals are applied at shutdown, with database time, whatever each clock said.
     rows = await db.fetch("SELECT create_time, expire_time, decision FROM requests")
