@@ -60,7 +60,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "warden/engine/decide.py:_token_cap", "warden/engine/decide.py:_access_checks",
         "warden/engine/decide.py:_quota_checks*", "warden/engine/decide.py:_demand",
         "warden/engine/decide.py:_dry_runs", "*:audit_setting", "*:authorize_input",
-        "*:estimate_tokens", "*:find_price", "*:WardenService._worst_cost")),
+        "*:find_price", "*:WardenService._worst_cost")),
     ("fit and leases", (
         "warden/quota.py:*", "warden/engine/decide.py:fit", "warden/engine/decide.py:fit.*",
         "warden/engine/decide.py:decide", "warden/engine/decide.py:_quota_message",

@@ -62,7 +62,7 @@ class Authorizer:
         self._max_prompt = max_prompt_chars
 
     async def authorize(self, caller: KeyRecord, request: AuthorizeInput) -> Authorization:
-        size = sum(len(m.content) for m in request.messages)
+        size = request.prompt_chars
         if size > self._max_prompt:
             raise invalid([("messages", f"hold {size} characters of text; the limit is "
                                         f"{self._max_prompt} (WARDEN_MAX_PROMPT_CHARS)")])

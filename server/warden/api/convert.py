@@ -199,18 +199,16 @@ def policy_to_proto(row: Row) -> types_pb2.Policy:
     return policy
 
 
-def estimate_tokens(request: warden_pb2.AuthorizeRequest) -> int:
-    """The caller's count, else about four characters a token (until a tokenizer is wired in)."""
-    if request.input_tokens:
-        return request.input_tokens
-    chars = sum(len(m.content) + len(m.role) for m in request.messages)
-    return -(-chars // 4)
-
-
 def authorize_input(request: warden_pb2.AuthorizeRequest) -> AuthorizeInput:
-    """The call as the engine sees it; the end user is the request's, or its subject's."""
+    """The call as the engine sees it; the end user is the request's, or its subject's. Input
+    tokens: the caller's count, else about four characters a token (until a tokenizer is wired
+    in), from the one pass over the messages that also measures the prompt."""
+    text = sum(len(m.content) for m in request.messages)
+    chars = text + sum(len(m.role) for m in request.messages)
     return AuthorizeInput(request_id=request.request_id, model=request.model,
-                          provider=request.provider, input_tokens=estimate_tokens(request),
+                          provider=request.provider,
+                          input_tokens=request.input_tokens or -(-chars // 4),
+                          prompt_chars=text,
                           max_output_tokens=request.max_output_tokens,
                           user_id=request.user_id or request.subject.user_id,
                           min_output_tokens=request.min_output_tokens,

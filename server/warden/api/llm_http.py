@@ -65,8 +65,10 @@ class LlmCall:
     rag_sources: list[str] = field(default_factory=list)
 
     def input(self, can_redact: bool) -> AuthorizeInput:
-        chars = sum(len(m.role) + len(m.content) for m in self.messages)
+        text = sum(len(m.content) for m in self.messages)
+        chars = text + sum(len(m.role) for m in self.messages)
         return AuthorizeInput(
+            prompt_chars=text,
             can_redact=can_redact,
             request_id=self.request_id, model=self.model, provider=self.provider,
             input_tokens=-(-chars // 4),  # about four characters a token, as Authorize

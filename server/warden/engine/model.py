@@ -280,6 +280,7 @@ class AuthorizeInput:
     # cannot rewrite a body: a redaction it cannot apply blocks the call instead).
     can_redact: bool = True
     rag_sources: Sequence[str] = ()  # the document collections the prompt draws on
+    prompt_chars: int = 0  # the messages' text, in characters
 
 
 @dataclass(frozen=True)
