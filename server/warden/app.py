@@ -46,6 +46,7 @@ from warden.store.apply import PostgresApplyStore
 from warden.store.audit_partitions import maintain_audit_partitions
 from warden.store.audit_query import PostgresAuditQueryStore
 from warden.store.base import REFUNDS
+from warden.store.circuits import PostgresCircuitStore
 from warden.store.counters import PostgresCounterStore
 from warden.store.decision_log import PostgresDecisionLog
 from warden.store.embedded import EmbeddedPostgres
@@ -167,6 +168,7 @@ class App:
             lookups=PostgresLookupStore(pool),
             counters=PostgresCounterStore(pool),
             decision_log=PostgresDecisionLog(pool),
+            circuits=PostgresCircuitStore(pool),
         ), pepper, read_or_create_secret(data / "sidecar-id"), self.database_now)
         self._feed = PostgresChangeFeed(self.database_url, max(s.health_interval_seconds, 0.5))
         self._feed_task = asyncio.create_task(
@@ -174,7 +176,8 @@ class App:
         await components.flusher.start()
         # Housekeeping's first rounds run before serving, the rest hourly: this month's audit
         # partition exists before the first event, and no first round races a caller's writes.
-        self._background = [asyncio.create_task(components.quotas.run())] + [
+        self._background = [asyncio.create_task(components.quotas.run()),
+                            asyncio.create_task(components.circuits.run())] + [
             asyncio.create_task(_repeat(round_, await round_()))
             for round_ in (self._prune_once, self._maintain_audit_once)]
         await self._start_grpc(components)

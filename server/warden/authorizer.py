@@ -2,7 +2,8 @@
 adapters call the same object).
 
 Per call, in order: the caller's scope chain (callers.py); the compiled policy set of that chain
-and the model asked for (cache.py: compiled once, dropped by the change feed); the request id
+and the model asked for (cache.py: compiled once, dropped by the change feed), or the set it
+carries for a circuit's probe when this call is it (circuits.py); the request id
 claimed; the set's plan for this call (token demands, caps); the quota leases taken, all or
 nothing (quota.py); the decision; its explanation, if sampled; the journal record
 (reservations.py). Everything that depends only on the policies was worked out when the set
@@ -19,6 +20,7 @@ from typing import Any
 from warden import metrics
 from warden.cache import Cache
 from warden.callers import Callers
+from warden.circuits import Circuits
 from warden.engine import AuthorizeInput, CompiledSet, Decision, Plan, Unpriced, decide
 from warden.engine.audit import Explanation, Snapshot, expand, explanation, sampled, scrub
 from warden.errors import WardenError, invalid
@@ -49,13 +51,15 @@ class Authorization:
 
 class Authorizer:
     def __init__(self, callers: Callers, cache: Cache, quotas: Quotas,
-                 reservations: Reservations, journal: Journal, clock: Callable[[], datetime],
-                 key_pepper: bytes, max_prompt_chars: int = 512 * 1024) -> None:
+                 reservations: Reservations, journal: Journal, circuits: Circuits,
+                 clock: Callable[[], datetime], key_pepper: bytes,
+                 max_prompt_chars: int = 512 * 1024) -> None:
         self._callers = callers
         self._cache = cache
         self._quotas = quotas
         self._reservations = reservations
         self._journal = journal
+        self._circuits = circuits
         self._clock = clock
         self._pepper = key_pepper
         self._decisions: dict[tuple[bool, str], Any] = {}
@@ -68,27 +72,33 @@ class Authorizer:
                                         f"{self._max_prompt} (WARDEN_MAX_PROMPT_CHARS)")])
         identity = await self._callers.identity(caller, request.user_id)
         compiled = await self._cache.compiled(identity, request.model, request.provider)
+        probe = None  # the circuit whose one probe call this is
+        if compiled.probe is not None:
+            compiled, probe = self._circuits.route(compiled)
         claim = self._reservations.claim(identity.org_id, request.request_id)
         try:
             plan = compiled.plan(request)
             parts: list = []
             if plan.route is None or not plan.checks:
-                decision = decide(plan, ())
+                decision = decide(plan, (), now=self._clock())
             else:
                 outcomes, got, parts = await self._quotas.take(
                     plan.checks, plan.route.max_output_tokens, plan.min_output_tokens,
                     self._clock())
                 decision = decide(plan, outcomes, got.max_output)
-        except Unpriced as exc:
+        except BaseException as exc:
             self._reservations.release(claim)
+            if probe is not None:
+                self._circuits.unspent(probe)
+            if not isinstance(exc, Unpriced):
+                raise
             raise WardenError(
                 "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
                 f"budget {exc.policy_id!r} applies to model {exc.model!r} (provider "
                 f"{exc.provider!r}), which has no price: set one with Admin.SetModelPrice, or "
                 "give the budget default prices") from None
-        except BaseException:
-            self._reservations.release(claim)
-            raise
+        if probe is not None and not decision.allowed:
+            self._circuits.unspent(probe)
         decision_id = self._reservations.record(
             claim, compiled, plan, decision, parts,
             self._explanation(compiled, plan, decision, request))

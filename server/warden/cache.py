@@ -1,6 +1,6 @@
 """The in-process cache Authorize decides from: key lookups, users' teams, apps (for explicit
-subjects), policies per scope, provider switches, prices, and the compiled policy sets made from
-them (engine/compiled.py), read through a LookupStore and kept fresh by a ChangeFeed.
+subjects), policies per scope, provider switches, prices, circuits, and the compiled policy sets
+made from them (engine/compiled.py), read through a LookupStore and kept fresh by a ChangeFeed.
 
 Every change to a cached table is broadcast by the database (store/base.py ChangeFeed); the
 payload names the row, and exactly the entries that row feeds are dropped. The TTL is only a
@@ -27,6 +27,7 @@ from cachetools import LRUCache
 from warden import metrics
 from warden.engine import (
     DEFAULT_MAX_OUTPUT_TOKENS,
+    Circuit,
     CompiledSet,
     Identity,
     PolicyRecord,
@@ -87,11 +88,12 @@ class Cache:
         self._policies = _Entries("policies", maxsize, ttl)
         self._switches = _Entries("provider_switches", 1, ttl)
         self._prices = _Entries("model_prices", 1, ttl)
+        self._circuits = _Entries("circuits", 1, ttl)
         # By (identity, model asked for, provider asked for). Not kept while the database is
         # away: a set is compiled again from the last values read, as each call needs it.
         self._compiled = _Entries("compiled_sets", maxsize, ttl)
         self._all = (self._keys, self._users, self._apps, self._principals, self._policies,
-                     self._switches, self._prices, self._compiled)
+                     self._switches, self._prices, self._circuits, self._compiled)
         self._generation = 0
         self._live = False
 
@@ -145,6 +147,10 @@ class Cache:
     async def provider_switches(self) -> tuple[ProviderSwitch, ...]:
         return await self._load(self._switches, "all", self._store.provider_switches)
 
+    async def circuits(self) -> tuple[Circuit, ...]:
+        """The circuits routing goes past (open, half-open, forced open)."""
+        return await self._load(self._circuits, "all", self._store.circuits)
+
     async def prices(self) -> dict[tuple[str, str], Price]:
         """Every model price by (provider, model)."""
         return await self._load(self._prices, "all", self._store.prices)
@@ -188,7 +194,7 @@ class Cache:
         compiled = compile_set(identity, model, provider,
                                await self.policies(identity.scopes(), fresh=True),
                                await self.provider_switches(), await self.prices(),
-                               self._default_max_output)
+                               self._default_max_output, await self.circuits())
         if generation == self._generation and self._live:
             self._compiled.data[key] = compiled
         return compiled
@@ -220,6 +226,9 @@ class Cache:
             self._compiled.drop(list(self._compiled.data), "exact")
         elif table == "model_prices":
             self._prices.drop(["all"], "exact")
+            self._compiled.drop(list(self._compiled.data), "exact")
+        elif table == "circuits":
+            self._circuits.drop(["all"], "exact")
             self._compiled.drop(list(self._compiled.data), "exact")
         else:
             self.invalidate_all()

@@ -13,6 +13,7 @@ from warden.audit_log import AuditLog
 from warden.authorizer import Authorizer
 from warden.cache import Cache
 from warden.callers import Callers
+from warden.circuits import Circuits
 from warden.flusher import Flusher
 from warden.journal import Journal
 from warden.quota import Quotas
@@ -23,6 +24,8 @@ from warden.store.audit_query import AuditQueryStore
 from warden.store.base import (
     ApplyStore,
     AuditSink,
+    CircuitDefaults,
+    CircuitStore,
     CounterStore,
     DecisionLog,
     DirectoryStore,
@@ -45,6 +48,7 @@ class Stores:
     lookups: LookupStore
     counters: CounterStore
     decision_log: DecisionLog
+    circuits: CircuitStore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +58,7 @@ class Components:
     callers: Callers
     quotas: Quotas
     reservations: Reservations
+    circuits: Circuits
     authorizer: Authorizer
     audit_log: AuditLog
     journal: Journal
@@ -72,14 +77,19 @@ class Components:
         journal = Journal(s.data_path / "journal", keep=batch_entry,
                           max_bytes=s.journal_max_bytes)
         quotas = Quotas(stores.counters, s.lease_timeout_seconds)
-        reservations = Reservations(journal, stores.decision_log, quotas, sidecar_id, clock,
-                                    s.reservation_ttl_seconds, s.journal_flush_seconds,
+        circuits = Circuits(
+            stores.circuits, sidecar_id, clock,
+            CircuitDefaults(s.circuit_error_rate, s.circuit_min_calls, s.circuit_window_seconds,
+                            s.circuit_consecutive_failures, s.circuit_cooldown_seconds),
+            s.circuit_probe_seconds)
+        reservations = Reservations(journal, stores.decision_log, quotas, circuits, sidecar_id,
+                                    clock, s.reservation_ttl_seconds, s.journal_flush_seconds,
                                     s.cache_max_entries)
         callers = Callers(cache, key_pepper, clock)
         return cls(
             stores=stores, cache=cache, callers=callers, quotas=quotas,
-            reservations=reservations,
-            authorizer=Authorizer(callers, cache, quotas, reservations, journal, clock,
+            reservations=reservations, circuits=circuits,
+            authorizer=Authorizer(callers, cache, quotas, reservations, journal, circuits, clock,
                                   key_pepper, s.max_prompt_chars),
             audit_log=AuditLog(journal, cache, key_pepper, max(s.journal_flush_seconds, 1.0)),
             journal=journal,

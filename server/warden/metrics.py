@@ -121,3 +121,13 @@ AUDIT_PARTITIONS = Counter(
     "WARDEN_AUDIT_RETENTION_DAYS, detached and dropped whole (dropped), by this sidecar.",
     ["change"],
 )
+CIRCUIT_REPORTS = Counter(
+    "warden_circuit_reports_total",
+    "Reports of settled calls' outcomes to the shared circuits: reported, or dropped while the "
+    "database was away.", ["result"])
+CIRCUIT_TRANSITIONS = Counter(
+    "warden_circuit_transitions_total",
+    "Circuits this sidecar's reports moved: to open (a threshold was reached, or a probe "
+    "failed) or to closed (a probe succeeded).", ["to"])
+CIRCUIT_PROBES = Counter(
+    "warden_circuit_probes_total", "Probes of open circuits this sidecar claimed.")

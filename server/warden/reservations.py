@@ -6,7 +6,7 @@ and reaches the decision log with the next flush (flusher.py). RecordUsage finds
 reservation (this sidecar's, or the decision log's when another sidecar made it), works out
 the cost, settles the reservation if it made it, journals the usage record and answers only
 once the journal is fsync'd, so an acknowledged settlement survives SIGKILL and a machine
-crash.
+crash. Each call's outcome is told to the circuits once, with its first settlement.
 
 A request id is unique per org: this sidecar refuses a reuse it remembers (its reservations of
 the last TTL); a reuse across sidecars is found when the log is flushed, kept out of the log
@@ -38,6 +38,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from warden import metrics
+from warden.circuits import Circuits
 from warden.engine import CompiledSet, Decision, Part, Plan
 from warden.engine.audit import Explanation
 from warden.engine.pricing import Price, cost_micros, find_price
@@ -67,10 +68,11 @@ class Reservation:
 
 
 class Reservations:
-    def __init__(self, journal: Journal, log: DecisionLog, quotas: Quotas, sidecar_id: str,
-                 clock: Callable[[], datetime], ttl: float, flush_interval: float,
-                 max_entries: int) -> None:
+    def __init__(self, journal: Journal, log: DecisionLog, quotas: Quotas, circuits: Circuits,
+                 sidecar_id: str, clock: Callable[[], datetime], ttl: float,
+                 flush_interval: float, max_entries: int) -> None:
         self._journal = journal
+        self._circuits = circuits
         self._log = log
         self._quotas = quotas
         self._sidecar_id = sidecar_id
@@ -179,6 +181,7 @@ class Reservations:
                   "record_time": self._clock().isoformat(),
                   "adjustments": self._quotas.settle(r.parts, _actual(row)) if r.own else []}
         r.settled, r.settled_seq = record, self._journal.append(record)
+        self._circuits.observe(row["provider"], row["model"], row["outcome"])
         await self._journal.sync(r.settled_seq)
         return row["cost_micros"], False
 

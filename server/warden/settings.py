@@ -68,6 +68,20 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _share(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise ValueError("must be a share in (0, 1], e.g. 0.5")
+    return number
+
+
+def _window_seconds(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 3600:
+        raise ValueError("must be an integer from 1 to 3600")
+    return number
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -238,6 +252,20 @@ OPTIONS: tuple[Option, ...] = (
            "days audit events are kept (by event time); they are dropped a month at a time "
            "once all of that month is older, so some stay up to a month longer; 0 keeps them "
            "forever"),
+    Option("circuit_error_rate", _share, "0.5",
+           "share of failed calls of one provider's model within the circuit window that "
+           "opens its circuit (calls are then routed to the next fallback), for circuits "
+           "without their own (Admin.SetCircuit)"),
+    Option("circuit_min_calls", _positive_int, "20",
+           "calls the circuit window must hold before its error rate can open a circuit"),
+    Option("circuit_window_seconds", _window_seconds, "30",
+           "seconds of outcomes the error rate of a circuit is taken over"),
+    Option("circuit_consecutive_failures", _non_negative_int, "5",
+           "failures in a row that open a circuit, whatever the window holds (0: off)"),
+    Option("circuit_cooldown_seconds", _positive_float, "30",
+           "seconds an opened circuit stays open before one probe call is let through"),
+    Option("circuit_probe_seconds", _positive_float, "60",
+           "seconds a probe call may take to report its outcome before another is tried"),
 )
 
 
@@ -276,6 +304,12 @@ class Settings:
     default_max_output_tokens: int
     quota_retention_days: float
     audit_retention_days: int
+    circuit_error_rate: float
+    circuit_min_calls: int
+    circuit_window_seconds: int
+    circuit_consecutive_failures: int
+    circuit_cooldown_seconds: float
+    circuit_probe_seconds: float
 
     @property
     def embedded_database(self) -> bool:

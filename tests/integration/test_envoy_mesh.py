@@ -233,6 +233,26 @@ async def test_proc_an_upstream_error_settles_as_failed(proc, db):
     assert (row["output_tokens"], row["outcome"]) == (0, "failed")
 
 
+async def test_proc_upstream_failures_open_the_models_circuit(proc, client):
+    """What ext_proc settles as failed counts for the circuit: after two failures in a row the
+    model's circuit is open, and calls get a 503 without reaching the upstream."""
+    await client.admin.SetCircuit(admin_pb2.SetCircuitRequest(
+        model="gpt-4o-mini", mode=admin_pb2.CIRCUIT_MODE_AUTOMATIC,
+        thresholds=admin_pb2.CircuitThresholds(consecutive_failures=2, cooldown_seconds=60)),
+        metadata=client.auth)
+    proc.upstream.status = 500
+    assert [(await proc.post(chat())).status for _ in range(2)] == [500, 500]
+
+    async def refused() -> bool:
+        return (await proc.post(chat())).status == 503
+    await until(refused, within=2.0, step=0.05)
+    reached = len(proc.upstream.received)
+    reply = await proc.post(chat())
+    assert reply.status == 503 and 55 <= int(reply.headers["retry-after"]) <= 60
+    assert json.loads(reply.body)["error"]["code"] == "provider_unavailable"
+    assert len(proc.upstream.received) == reached
+
+
 async def test_proc_denies_with_the_same_answers_as_check(proc, client):
     await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 1, policy_id="chat-rpm")
     assert (await proc.post(chat())).status == 200

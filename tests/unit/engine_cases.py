@@ -1,7 +1,8 @@
 """Decision cases as data: each file in cases/ holds an identity (with its teams), a request,
-policies as stored rows (config in proto3 JSON), provider switches, model prices, how much of
-each quota is already used, and the expected decision with its explanation and route. `run`
-compiles the case's set, plans the call and decides it as the quota layer would."""
+policies as stored rows (config in proto3 JSON), provider switches, open circuits (with
+`probe: true`, the call is the probe of the set's circuit), model prices, how much of each quota
+is already used, and the expected decision with its explanation and route. `run` compiles the
+case's set, plans the call and decides it as the quota layer would."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import yaml
 from warden import engine
 from warden.engine import (
     AuthorizeInput,
+    Circuit,
     CompiledSet,
     Decision,
     Identity,
@@ -45,12 +47,19 @@ def run(path: Path) -> Ran:
                            for k, v in case["identity"].items()})
     policies = [policy_from_row({"mode": "enforce", **p}) for p in case.get("policies", [])]
     switches = [ProviderSwitch(**s) for s in case.get("switches", [])]
+    circuits = [Circuit(**{"state": "open", "forced": False, "reason": "", **c,
+                           "retry_time": NOW + timedelta(seconds=c.get("retry_time", 0))})
+                for c in case.get("circuits", [])]
     prices = {(p["provider"], p["model"]): Price(p["input"], p["output"], p["input"])
               for p in case.get("prices", [])}
     request = AuthorizeInput(**{**case["request"], "messages": [
         SimpleNamespace(**m) for m in case["request"].get("messages", ())]})
     compiled = engine.compile_set(identity, request.model, request.provider, policies,
-                                  switches, prices)
+                                  switches, prices, circuits=circuits)
+    assert (compiled.probe is not None) == case.get("probed", False)
+    if case.get("probe"):
+        assert compiled.probe is not None
+        compiled = compiled.probe.compiled
     try:
         plan = compiled.plan(request)
     except engine.Unpriced as exc:
@@ -66,4 +75,4 @@ def run(path: Path) -> Ran:
                 for c, room, ok, bound in zip(plan.checks, rooms, got.fits, got.binding,
                                               strict=True)]
     return Ran(case, compiled, plan,
-               engine.decide(plan, outcomes, got.max_output if plan.route else None))
+               engine.decide(plan, outcomes, got.max_output if plan.route else None, NOW))

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from warden.api import convert
+from warden.api.admin_circuits import CircuitHandlers
 from warden.api.admin_reports import ReportHandlers
 from warden.api.apply import handle_apply
 from warden.api.errors import fill_unimplemented, rpc
@@ -58,7 +59,7 @@ def _flushes_cache(handler):
     return wrapper
 
 
-class AdminService(ReportHandlers, admin_pb2_grpc.AdminServicer):
+class AdminService(ReportHandlers, CircuitHandlers, admin_pb2_grpc.AdminServicer):
     def __init__(self, components: Components) -> None:
         self._c = components
 

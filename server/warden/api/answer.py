@@ -54,7 +54,7 @@ class _Parts:
     resets: list[tuple[datetime | None, bytes]]
     route: bytes  # Route without max_output_tokens
     identity: bytes  # the identity field
-    denied: bytes  # the whole answer, when every target of the set is refused
+    denied: bytes  # the whole answer, when every target of the set is refused for good
 
 
 def _parts(compiled: CompiledSet) -> _Parts:
@@ -64,7 +64,7 @@ def _parts(compiled: CompiledSet) -> _Parts:
         api_key_id=identity.api_key_id).SerializeToString())
     route = compiled.route
     denied = b""
-    if route is None:
+    if route is None and compiled.retry_at is None:  # else its retry_after varies per call
         (denial,) = compiled.fixed
         denied = (_number(1, warden_pb2.DECISION_DENY)
                   + _number(2, convert.reason(denial.reason.value)) + _result(denial)

@@ -232,6 +232,7 @@ _DENIALS: dict[Reason, tuple[int, str]] = {
     Reason.MODEL_NOT_ALLOWED: (403, "model_not_allowed"),
     Reason.PROVIDER_DISABLED: (403, "provider_disabled"),
     Reason.QUOTA_UNAVAILABLE: (503, "quota_unavailable"),
+    Reason.PROVIDER_UNAVAILABLE: (503, "provider_unavailable"),
     Reason.MODEL_NOT_PRICED: (403, "model_not_priced"),
     Reason.PII_DETECTED: (403, "pii_detected"),
     Reason.RAG_SOURCE_NOT_ALLOWED: (403, "rag_source_not_allowed"),

@@ -1,7 +1,13 @@
 """The decision engine: plain dataclasses in, a Decision out. No I/O imports here
 (tests/unit/test_structure.py enforces it)."""
 
-from warden.engine.compiled import DEFAULT_MAX_OUTPUT_TOKENS, CompiledSet, Unpriced, compile_set
+from warden.engine.compiled import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    CompiledSet,
+    Probe,
+    Unpriced,
+    compile_set,
+)
 from warden.engine.decide import Fit, decide, fit
 from warden.engine.model import (
     AuthorizeInput,
@@ -14,7 +20,6 @@ from warden.engine.model import (
     Plan,
     PolicyRecord,
     PolicyResult,
-    ProviderSwitch,
     QuotaCheck,
     QuotaOutcome,
     RateLimit,
@@ -25,6 +30,7 @@ from warden.engine.model import (
     Target,
     policy_from_row,
 )
+from warden.engine.routes import Circuit, ProviderSwitch
 
 __all__ = [
     "AuthorizeInput",
@@ -34,12 +40,14 @@ __all__ = [
     "Part",
     "DEFAULT_MAX_OUTPUT_TOKENS",
     "Budget",
+    "Circuit",
     "Demand",
     "Fit",
     "ModelAccess",
     "Plan",
     "PolicyRecord",
     "PolicyResult",
+    "Probe",
     "ProviderSwitch",
     "QuotaCheck",
     "QuotaOutcome",

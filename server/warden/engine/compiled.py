@@ -13,6 +13,11 @@ locked parent but never widen it. Quotas (rate limits and budgets) are each coun
 own scope and must all pass. Dry-run policies are evaluated and reported but never deny or
 reroute. Static checks run first; a request they deny counts against no quota.
 
+Circuits (circuits.py) are compiled in like provider switches: a target whose circuit is open
+is skipped for the next fallback. When one the set skipped could be probed, the set carries
+the `Probe`: the set that uses it instead, which the sidecar holding the probe takes for one
+call.
+
 A set is immutable once built (its `derived` memo aside, which only adds what adapters work out
 from the set), so a call that took a set decides by one version of the policies throughout.
 """
@@ -20,7 +25,8 @@ from the set), so a call that took a set decides by one version of the policies 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from warden.engine.audit import DEFAULT, Snapshot, audit_setting, snapshot_of
@@ -34,13 +40,24 @@ from warden.engine.model import (
     Plan,
     PolicyRecord,
     PolicyResult,
-    ProviderSwitch,
     QuotaCheck,
     Reason,
     Route,
     Target,
+    result,
 )
 from warden.engine.pricing import Price, cost_micros, find_price
+from warden.engine.routes import (
+    Circuit,
+    ProviderSwitch,
+    access_checks,
+    label,
+    refusal,
+    resolve_alias,
+    route_targets,
+    token_cap,
+    with_note,
+)
 
 # The max_output_tokens reserved for a call that names none while a quota counts output tokens.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -52,12 +69,6 @@ class Unpriced(Exception):
     def __init__(self, provider: str, model: str, policy_id: str) -> None:
         super().__init__(provider, model, policy_id)
         self.provider, self.model, self.policy_id = provider, model, policy_id
-
-
-def result(policy: PolicyRecord, allowed: bool, reason: Reason,
-           message: str = "") -> PolicyResult:
-    return PolicyResult(policy.id, policy.scope_kind, policy.scope_id, policy.policy_type,
-                        policy.mode, allowed, reason, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,16 @@ def _term(policy: PolicyRecord, price: Price | None) -> QuotaTerm:
     return QuotaTerm(policy, base, per_input, per_output, 1, allowed, check)
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A circuit a set routes past that may be probed once `due` passes, and the set of the
+    same calls with that circuit closed."""
+
+    circuit: Circuit
+    due: datetime | None
+    compiled: CompiledSet
+
+
 @dataclass(eq=False)
 class CompiledSet:
     identity: Identity
@@ -116,6 +137,8 @@ class CompiledSet:
     pii: PiiGuard | None = None  # the chain's pii policies, checked on each call's messages
     rag: tuple[PolicyRecord, ...] = ()  # the chain's rag_sources policies
     injection: tuple[PolicyRecord, ...] = ()  # the chain's prompt_injection policies
+    probe: Probe | None = None
+    retry_at: datetime | None = None  # every target refused, the first by an open circuit
     # What adapters work out from this set once (pre-encoded answer parts, by adapter name):
     # it lives and dies with the set.
     derived: dict[str, Any] = field(default_factory=dict)
@@ -128,7 +151,8 @@ class CompiledSet:
             raise self.unpriced
         route = self.route
         if route is None:
-            return Plan(self.identity, request, list(self.fixed), fixed=self.fixed)
+            return Plan(self.identity, request, list(self.fixed), fixed=self.fixed,
+                        retry_at=self.retry_at)
         wanted, cap = request.max_output_tokens, self.cap
         max_tokens = min(wanted, cap) if cap and wanted else (cap or wanted)
         fixed = self.fixed_capped if max_tokens != wanted else self.fixed
@@ -199,79 +223,6 @@ class CompiledSet:
 # -- compiling ------------------------------------------------------------------------------------
 
 
-def _resolve_alias(model: str, access: list[PolicyRecord]) -> str:
-    """The most specific enforced alias for `model` (aliases resolve one step)."""
-    for policy in access:
-        assert policy.model_access is not None
-        if policy.enforced:
-            for alias, target in policy.model_access.aliases:
-                if alias == model:
-                    return target
-    return model
-
-
-def _route_targets(requested: str, model: str, provider: str,
-                   routing: list[PolicyRecord]) -> tuple[tuple[Target, ...], PolicyRecord | None]:
-    """Targets in preference order and the routing policy they come from. A locked rule (the
-    outermost) beats any child's rule for the same alias; otherwise the most specific wins."""
-    enforced = [p for p in routing if p.enforced]
-    locked = [p for p in reversed(enforced) if p.locked]
-    for policy in locked + enforced:
-        assert policy.routing is not None
-        for alias in (requested, model):
-            targets = policy.routing.targets(alias)
-            if targets:
-                return targets, policy
-    return (Target(provider, model),), None
-
-
-def _token_cap(routing: list[PolicyRecord]) -> tuple[int, list[PolicyRecord]]:
-    """The most specific cap, tightened by every locked cap; and the policies that set it."""
-    caps = [p for p in routing if p.enforced and p.routing and p.routing.max_tokens_cap]
-    binding = caps[:1] + [p for p in caps[1:] if p.locked]
-    values = [p.routing.max_tokens_cap for p in binding if p.routing]
-    return (min(values) if values else 0), binding
-
-
-def _access_checks(access: list[PolicyRecord]) -> list[PolicyRecord]:
-    """The enforced access policies that bind: the most specific with lists, plus every locked
-    one (a locked parent keeps binding a child that narrowed it)."""
-    with_lists = [p for p in access if p.enforced and p.model_access and p.model_access.has_lists]
-    return with_lists[:1] + [p for p in with_lists[1:] if p.locked]
-
-
-def _refusal(identity: Identity, target: Target, binding: list[PolicyRecord],
-             switches: Sequence[ProviderSwitch]) -> PolicyResult | None:
-    """The denial that rules `target` out, or None when it may be used."""
-    if identity.allowed_models and target.model not in identity.allowed_models:
-        return PolicyResult("", "api_key", identity.api_key_id, "key_models", "enforce", False,
-                            Reason.MODEL_NOT_ALLOWED,
-                            f"this API key may not use model {target.model!r}")
-    for policy in binding:
-        assert policy.model_access is not None
-        why = policy.model_access.refusal(target.provider, target.model)
-        if why:
-            return result(policy, False, Reason.MODEL_NOT_ALLOWED, why)
-    for switch in switches:
-        if switch.disables(identity.org_id, target):
-            where = f"for org {switch.org_id}" if switch.org_id else "globally"
-            what = f"model {switch.model!r} of provider {switch.provider!r}" if switch.model \
-                else f"provider {switch.provider!r}"
-            return PolicyResult("", "org", identity.org_id, "provider_switch", "enforce", False,
-                                Reason.PROVIDER_DISABLED,
-                                f"{what} is switched off {where}: "
-                                f"{switch.reason or 'no reason given'}")
-    return None
-
-
-def _label(target: Target) -> str:
-    return f"{target.provider}/{target.model}" if target.provider else target.model
-
-
-def _with_note(denial: PolicyResult, note: str) -> PolicyResult:
-    return replace(denial, message=f"{denial.message}; {note}" if denial.message else note)
-
-
 def _dry_runs(ordered: list[PolicyRecord], requested: str, chosen: Target) -> list[PolicyResult]:
     """What each dry-run setting would have said; none of them changes the decision."""
     results = []
@@ -284,7 +235,7 @@ def _dry_runs(ordered: list[PolicyRecord], requested: str, chosen: Target) -> li
                                   Reason.MODEL_NOT_ALLOWED if why else Reason.ALLOWED, why))
         elif policy.routing is not None:
             targets = policy.routing.targets(requested)
-            notes = [f"would route {requested!r} to {_label(targets[0])}"] if targets else []
+            notes = [f"would route {requested!r} to {label(targets[0])}"] if targets else []
             if policy.routing.max_tokens_cap:
                 notes.append(f"would cap max_output_tokens at {policy.routing.max_tokens_cap}")
             if notes:
@@ -295,29 +246,38 @@ def _dry_runs(ordered: list[PolicyRecord], requested: str, chosen: Target) -> li
 def compile_set(identity: Identity, model: str, provider: str,
                 policies: Sequence[PolicyRecord], switches: Sequence[ProviderSwitch] = (),
                 prices: Mapping[tuple[str, str], Price] | None = None,
-                default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS) -> CompiledSet:
+                default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS,
+                circuits: Sequence[Circuit] = ()) -> CompiledSet:
     ordered = sorted(policies, key=PolicyRecord.specificity)
     access = [p for p in ordered if p.model_access is not None]
     routing = [p for p in ordered if p.routing is not None]
     setting = audit_setting(ordered)
-    resolved = _resolve_alias(model, access)
-    targets, rule_policy = _route_targets(model, resolved, provider, routing)
-    binding = _access_checks(access)
+    resolved = resolve_alias(model, access)
+    targets, rule_policy = route_targets(model, resolved, provider, routing)
+    binding = access_checks(access)
 
-    usable, skipped = [], []
+    usable, skipped, probed = [], [], None
     for target in targets:
-        denial = _refusal(identity, target, binding, switches)
+        denial, circuit = refusal(identity, target, binding, switches, circuits)
         if denial is None:
             usable.append(target)
-        else:
-            skipped.append((target, denial))
+            continue
+        skipped.append((target, denial))
+        if probed is None and not usable and circuit is not None and not circuit.forced:
+            probed = circuit  # preferred to every usable target, refused only by its circuit
+    probe = None
+    if probed is not None:
+        probe = Probe(probed, probed.retry_time, compile_set(
+            identity, model, provider, policies, switches, prices, default_max_output,
+            [c for c in circuits if c is not probed]))
     if not usable:
         # Explain why the first choice was refused, and each fallback after it.
         denial = skipped[0][1]
         for target, other in skipped[1:]:
-            denial = _with_note(denial, f"fallback {_label(target)}: {other.message}")
+            denial = with_note(denial, f"fallback {label(target)}: {other.message}")
         return CompiledSet(identity, model, provider, (denial,), (denial,), None, audit=setting,
-                           default_max_output=default_max_output)
+                           default_max_output=default_max_output, probe=probe,
+                           retry_at=probed.retry_time if probed is not None else None)
 
     chosen = usable[0]
     head = []
@@ -325,11 +285,11 @@ def compile_set(identity: Identity, model: str, provider: str,
         head.append(PolicyResult("", "api_key", identity.api_key_id, "key_models", "enforce",
                                  True, Reason.ALLOWED))
     head += [result(policy, True, Reason.ALLOWED) for policy in binding]
-    cap, capping = _token_cap(routing)
+    cap, capping = token_cap(routing)
     notes = []
     if rule_policy is not None:
-        notes.append(f"{model!r} routed to {_label(chosen)}")
-        notes += [f"skipped {_label(t)}: {d.message}" for t, d in skipped]
+        notes.append(f"{model!r} routed to {label(chosen)}")
+        notes += [f"skipped {label(t)}: {d.message}" for t, d in skipped]
     speakers = list(dict.fromkeys([p for p in (rule_policy,) if p] + capping))
     capped_notes = notes + [f"max_output_tokens capped at {cap}"]
     tail = _dry_runs(ordered, model, chosen)
@@ -367,4 +327,5 @@ def compile_set(identity: Identity, model: str, provider: str,
         tuple(t for t in terms if t.policy.enforced and t.policy.budget is not None
               and t.policy.budget.max_request_cost_micros),
         price or default_price, price is None and default_price is not None, setting,
-        default_max_output, error, PiiGuard(guarded) if guarded else None, rag, injection)
+        default_max_output, error, PiiGuard(guarded) if guarded else None, rag, injection,
+        probe)

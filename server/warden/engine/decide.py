@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from warden.engine.compiled import result
 from warden.engine.model import (
     MAX_OUTPUT,
     Decision,
@@ -21,6 +20,7 @@ from warden.engine.model import (
     QuotaCheck,
     QuotaOutcome,
     Reason,
+    result,
 )
 
 _METRIC_WORDS = {"REQUESTS": "requests", "INPUT_TOKENS": "input tokens",
@@ -72,11 +72,13 @@ def _quota_message(outcome: QuotaOutcome) -> str:
 
 
 def decide(plan: Plan, outcomes: Sequence[QuotaOutcome],
-           max_output: int | None = None) -> Decision:
+           max_output: int | None = None, now: datetime | None = None) -> Decision:
     """The decision for a plan whose quota checks came out as `outcomes`; `max_output` is
-    what fit() allowed (default: the plan's)."""
+    what fit() allowed (default: the plan's); `now` dates a plan's retry_at."""
     results = list(plan.results)
     retry_after = None
+    if plan.retry_at is not None and now is not None:
+        retry_after = max(plan.retry_at - now, timedelta(seconds=1))
     route = plan.route
     lowered = route is not None and max_output is not None and \
         max_output < route.max_output_tokens

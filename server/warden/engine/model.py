@@ -28,6 +28,7 @@ class Reason(enum.Enum):
     PII_DETECTED = "PII_DETECTED"
     PROMPT_INJECTION = "PROMPT_INJECTION"
     RAG_SOURCE_NOT_ALLOWED = "RAG_SOURCE_NOT_ALLOWED"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
 
 
 WINDOW_SECONDS = {"MINUTE": 60, "HOUR": 3600, "DAY": 86400}
@@ -248,23 +249,6 @@ def policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
                         failure_mode=row.get("failure_mode", "fail_closed"), **parts)
 
 
-@dataclass(frozen=True)
-class ProviderSwitch:
-    provider: str
-    model: str = ""  # "" = every model of the provider
-    org_id: str = ""  # "" = every org
-    enabled: bool = False
-    reason: str = ""
-
-    def disables(self, org_id: str, target: Target) -> bool:
-        if self.enabled or self.org_id not in ("", org_id):
-            return False
-        if not target.provider:
-            # The caller named no provider: only a switch on this very model can apply.
-            return self.model == target.model
-        return self.provider == target.provider and self.model in ("", target.model)
-
-
 @dataclass(slots=True)
 class AuthorizeInput:
     request_id: str
@@ -293,6 +277,12 @@ class PolicyResult:
     allowed: bool
     reason: Reason
     message: str = ""
+
+
+def result(policy: PolicyRecord, allowed: bool, reason: Reason,
+           message: str = "") -> PolicyResult:
+    return PolicyResult(policy.id, policy.scope_kind, policy.scope_id, policy.policy_type,
+                        policy.mode, allowed, reason, message)
 
 
 @dataclass(slots=True)
@@ -380,6 +370,8 @@ class Plan:
     # The results every call of its compiled set starts with (the first of `results`).
     fixed: tuple[PolicyResult, ...] = ()
     redactions: Redactions | None = None
+    # When a call refused because every target's circuit is open may try again.
+    retry_at: datetime | None = None
 
     @property
     def denied(self) -> bool:

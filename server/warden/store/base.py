@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from warden.engine import PolicyRecord, ProviderSwitch
+from warden.engine import Circuit, PolicyRecord, ProviderSwitch
 from warden.engine.model import Part
 from warden.engine.pricing import Price
 from warden.keys import KeyRecord
@@ -90,6 +90,10 @@ class LookupStore(Protocol):
 
     async def provider_switches(self) -> tuple[ProviderSwitch, ...]: ...
     async def prices(self) -> dict[tuple[str, str], Price]: ...
+
+    async def circuits(self) -> tuple[Circuit, ...]:
+        """The circuits routing must go past: open, half-open or forced open."""
+        ...
 
 
 # The `table` a ChangeFeed names when the decision log holds usage for a sidecar (the row id is
@@ -277,4 +281,54 @@ class DecisionLog(Protocol):
         """Settle up to `limit` reservations whose time ran out at their reserved amount, and
         the held usage of expired reservations in the counters; return how many reservations
         expired. Any number of sidecars may run it at once."""
+        ...
+
+
+@dataclass(slots=True)
+class Tally:
+    """One sidecar's outcomes of one circuit (provider and model) since its last report."""
+
+    provider: str
+    model: str
+    calls: int = 0
+    failures: int = 0
+    trailing: int = 0  # the failures the tally ends with, in a row
+    succeeded: bool = False  # at least one call did not fail
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitDefaults:
+    """The thresholds of a circuit that sets none of its own (WARDEN_CIRCUIT_*)."""
+
+    error_rate: float = 0.5
+    min_calls: int = 20
+    window_seconds: int = 30
+    consecutive_failures: int = 5  # 0: only the error rate opens a circuit
+    cooldown_seconds: float = 30.0
+
+
+class CircuitStore(Protocol):
+    """Circuits shared by every sidecar; how reports move them is migrations/0010_circuits.sql.
+    A change of state reaches every sidecar over the ChangeFeed (table "circuits")."""
+
+    async def report(self, tallies: Sequence[Tally], defaults: CircuitDefaults
+                     ) -> dict[tuple[str, str], str]:
+        """Add the tallies to their circuits' windows (in one transaction); the state each
+        circuit the report moved went to ("open" or "closed"), by (provider, model)."""
+        ...
+
+    async def claim_probe(self, provider: str, model: str, owner: str, seconds: float
+                          ) -> bool:
+        """Make an open circuit whose cool-down is over half-open with `owner` holding its
+        probe for `seconds` (also one whose probe was given up); False when another sidecar
+        was first or the circuit is not due."""
+        ...
+
+    async def set_circuit(self, circuit: Row) -> Row:
+        """Force a circuit open or closed (forced "open"/"closed") or back to automatic
+        (None, closed and with an empty window), with its thresholds (None: the defaults)."""
+        ...
+
+    async def list_circuits(self) -> list[Row]:
+        """Every circuit with its window's calls and failures, by provider and model."""
         ...

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from warden import metrics
-from warden.engine import PolicyRecord, ProviderSwitch, policy_from_row
+from warden.engine import Circuit, PolicyRecord, ProviderSwitch, policy_from_row
 from warden.engine.pricing import Price
 from warden.keys import KeyRecord
 from warden.store.base import REFUNDS
@@ -78,6 +78,12 @@ class PostgresLookupStore:
             "SELECT provider, model, org_id, enabled, reason FROM provider_switches"
             " WHERE NOT enabled")
         return tuple(ProviderSwitch(**row) for row in rows)
+
+    async def circuits(self) -> tuple[Circuit, ...]:
+        rows = await self._pool.fetch(
+            "SELECT provider, model, state, forced = 'open' AS forced, reason, retry_time"
+            " FROM circuits WHERE forced = 'open' OR (forced IS NULL AND state <> 'closed')")
+        return tuple(Circuit(**row) for row in rows)
 
     async def prices(self) -> dict[tuple[str, str], Price]:
         rows = await self._pool.fetch(

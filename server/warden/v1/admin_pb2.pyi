@@ -13,6 +13,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CircuitState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CIRCUIT_STATE_UNSPECIFIED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_CLOSED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_OPEN: _ClassVar[CircuitState]
+    CIRCUIT_STATE_HALF_OPEN: _ClassVar[CircuitState]
+
+class CircuitMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CIRCUIT_MODE_UNSPECIFIED: _ClassVar[CircuitMode]
+    CIRCUIT_MODE_AUTOMATIC: _ClassVar[CircuitMode]
+    CIRCUIT_MODE_FORCED_OPEN: _ClassVar[CircuitMode]
+    CIRCUIT_MODE_FORCED_CLOSED: _ClassVar[CircuitMode]
+
 class SpendGroupBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SPEND_GROUP_BY_UNSPECIFIED: _ClassVar[SpendGroupBy]
@@ -29,6 +43,14 @@ class ChangeAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_ACTION_CREATE: _ClassVar[ChangeAction]
     CHANGE_ACTION_UPDATE: _ClassVar[ChangeAction]
     CHANGE_ACTION_DELETE: _ClassVar[ChangeAction]
+CIRCUIT_STATE_UNSPECIFIED: CircuitState
+CIRCUIT_STATE_CLOSED: CircuitState
+CIRCUIT_STATE_OPEN: CircuitState
+CIRCUIT_STATE_HALF_OPEN: CircuitState
+CIRCUIT_MODE_UNSPECIFIED: CircuitMode
+CIRCUIT_MODE_AUTOMATIC: CircuitMode
+CIRCUIT_MODE_FORCED_OPEN: CircuitMode
+CIRCUIT_MODE_FORCED_CLOSED: CircuitMode
 SPEND_GROUP_BY_UNSPECIFIED: SpendGroupBy
 SPEND_GROUP_BY_APP: SpendGroupBy
 SPEND_GROUP_BY_USER: SpendGroupBy
@@ -152,6 +174,48 @@ class ProviderSwitch(_message.Message):
     reason: str
     update_time: _timestamp_pb2.Timestamp
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., org_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., reason: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CircuitThresholds(_message.Message):
+    __slots__ = ("error_rate", "min_calls", "window_seconds", "consecutive_failures", "cooldown_seconds")
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    MIN_CALLS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    error_rate: float
+    min_calls: int
+    window_seconds: int
+    consecutive_failures: int
+    cooldown_seconds: float
+    def __init__(self, error_rate: _Optional[float] = ..., min_calls: _Optional[int] = ..., window_seconds: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., cooldown_seconds: _Optional[float] = ...) -> None: ...
+
+class Circuit(_message.Message):
+    __slots__ = ("provider", "model", "state", "mode", "reason", "thresholds", "window_calls", "window_failures", "consecutive_failures", "open_time", "retry_time", "update_time")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_CALLS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    RETRY_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    state: CircuitState
+    mode: CircuitMode
+    reason: str
+    thresholds: CircuitThresholds
+    window_calls: int
+    window_failures: int
+    consecutive_failures: int
+    open_time: _timestamp_pb2.Timestamp
+    retry_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[_Union[CircuitState, str]] = ..., mode: _Optional[_Union[CircuitMode, str]] = ..., reason: _Optional[str] = ..., thresholds: _Optional[_Union[CircuitThresholds, _Mapping]] = ..., window_calls: _Optional[int] = ..., window_failures: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., open_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateOrgRequest(_message.Message):
     __slots__ = ("org",)
@@ -460,6 +524,36 @@ class ListProviderSwitchesResponse(_message.Message):
     SWITCHES_FIELD_NUMBER: _ClassVar[int]
     switches: _containers.RepeatedCompositeFieldContainer[ProviderSwitch]
     def __init__(self, switches: _Optional[_Iterable[_Union[ProviderSwitch, _Mapping]]] = ...) -> None: ...
+
+class SetCircuitRequest(_message.Message):
+    __slots__ = ("provider", "model", "mode", "reason", "thresholds")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    mode: CircuitMode
+    reason: str
+    thresholds: CircuitThresholds
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., mode: _Optional[_Union[CircuitMode, str]] = ..., reason: _Optional[str] = ..., thresholds: _Optional[_Union[CircuitThresholds, _Mapping]] = ...) -> None: ...
+
+class SetCircuitResponse(_message.Message):
+    __slots__ = ("circuit",)
+    CIRCUIT_FIELD_NUMBER: _ClassVar[int]
+    circuit: Circuit
+    def __init__(self, circuit: _Optional[_Union[Circuit, _Mapping]] = ...) -> None: ...
+
+class ListCircuitsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCircuitsResponse(_message.Message):
+    __slots__ = ("circuits",)
+    CIRCUITS_FIELD_NUMBER: _ClassVar[int]
+    circuits: _containers.RepeatedCompositeFieldContainer[Circuit]
+    def __init__(self, circuits: _Optional[_Iterable[_Union[Circuit, _Mapping]]] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("scope", "start_time", "end_time")

@@ -148,6 +148,16 @@ class AdminStub:
                 request_serializer=warden_dot_v1_dot_admin__pb2.ListProviderSwitchesRequest.SerializeToString,
                 response_deserializer=warden_dot_v1_dot_admin__pb2.ListProviderSwitchesResponse.FromString,
                 _registered_method=True)
+        self.SetCircuit = channel.unary_unary(
+                '/warden.v1.Admin/SetCircuit',
+                request_serializer=warden_dot_v1_dot_admin__pb2.SetCircuitRequest.SerializeToString,
+                response_deserializer=warden_dot_v1_dot_admin__pb2.SetCircuitResponse.FromString,
+                _registered_method=True)
+        self.ListCircuits = channel.unary_unary(
+                '/warden.v1.Admin/ListCircuits',
+                request_serializer=warden_dot_v1_dot_admin__pb2.ListCircuitsRequest.SerializeToString,
+                response_deserializer=warden_dot_v1_dot_admin__pb2.ListCircuitsResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/warden.v1.Admin/GetUsage',
                 request_serializer=warden_dot_v1_dot_admin__pb2.GetUsageRequest.SerializeToString,
@@ -324,6 +334,21 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCircuit(self, request, context):
+        """Circuits: per provider and model, opened by the outcomes calls report (RecordUsage,
+        ext_proc) and shared by every sidecar. SetCircuit forces one open or closed, or back to
+        automatic, and sets its own thresholds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCircuits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -479,6 +504,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListProviderSwitches,
                     request_deserializer=warden_dot_v1_dot_admin__pb2.ListProviderSwitchesRequest.FromString,
                     response_serializer=warden_dot_v1_dot_admin__pb2.ListProviderSwitchesResponse.SerializeToString,
+            ),
+            'SetCircuit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCircuit,
+                    request_deserializer=warden_dot_v1_dot_admin__pb2.SetCircuitRequest.FromString,
+                    response_serializer=warden_dot_v1_dot_admin__pb2.SetCircuitResponse.SerializeToString,
+            ),
+            'ListCircuits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCircuits,
+                    request_deserializer=warden_dot_v1_dot_admin__pb2.ListCircuitsRequest.FromString,
+                    response_serializer=warden_dot_v1_dot_admin__pb2.ListCircuitsResponse.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -1114,6 +1149,60 @@ class Admin:
             '/warden.v1.Admin/ListProviderSwitches',
             warden_dot_v1_dot_admin__pb2.ListProviderSwitchesRequest.SerializeToString,
             warden_dot_v1_dot_admin__pb2.ListProviderSwitchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCircuit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/warden.v1.Admin/SetCircuit',
+            warden_dot_v1_dot_admin__pb2.SetCircuitRequest.SerializeToString,
+            warden_dot_v1_dot_admin__pb2.SetCircuitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCircuits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/warden.v1.Admin/ListCircuits',
+            warden_dot_v1_dot_admin__pb2.ListCircuitsRequest.SerializeToString,
+            warden_dot_v1_dot_admin__pb2.ListCircuitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

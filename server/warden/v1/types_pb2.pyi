@@ -53,6 +53,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_RAG_SOURCE_NOT_ALLOWED: _ClassVar[Reason]
     REASON_REQUEST_COST_CAP: _ClassVar[Reason]
     REASON_QUOTA_UNAVAILABLE: _ClassVar[Reason]
+    REASON_PROVIDER_UNAVAILABLE: _ClassVar[Reason]
 
 class PolicyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -132,6 +133,7 @@ REASON_PROMPT_INJECTION: Reason
 REASON_RAG_SOURCE_NOT_ALLOWED: Reason
 REASON_REQUEST_COST_CAP: Reason
 REASON_QUOTA_UNAVAILABLE: Reason
+REASON_PROVIDER_UNAVAILABLE: Reason
 POLICY_MODE_UNSPECIFIED: PolicyMode
 POLICY_MODE_ENFORCE: PolicyMode
 POLICY_MODE_DRY_RUN: PolicyMode
