@@ -14,10 +14,18 @@ fields, so that what Authorize and RecordUsage write and what the flush reads st
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from warden.engine import AuthorizeInput, CompiledSet, Decision, Identity, Part, Plan
+from warden.engine import (
+    AuthorizeInput,
+    CompiledSet,
+    Decision,
+    Identity,
+    Part,
+    Plan,
+    PolicyResult,
+)
 from warden.engine.audit import compact_json
 from warden.engine.pricing import Price
 from warden.journal import split
@@ -110,6 +118,14 @@ def rows_of_events(record: dict[str, Any]) -> bytes:
         {**e, "attributes": compact_json(e["attributes"])} for e in record["events"]])
 
 
+def _said(results: Sequence[PolicyResult], start: int = 0) -> str:
+    """The explanation's entries (JSON, without brackets) of results[start:] that say more
+    than a plain allow: [index, allowed, reason, message]."""
+    return compact_json([[n, r.allowed, r.reason.value, r.message]
+                         for n, r in enumerate(results) if n >= start and (
+                             not r.allowed or r.reason.value != "ALLOWED" or r.message)])[1:-1]
+
+
 class DecisionJSON:
     """The JSON of the common decision record of one compiled set, from fragments made once.
 
@@ -117,12 +133,13 @@ class DecisionJSON:
     the rest of the decision. Most of it is the same for every call of a compiled set: the
     org, app, key, user, model and provider, each reservation part's policy and metric, the
     explanation's snapshot id, fixed results and route. `encode` fills in what varies: the
-    request id (validated to characters JSON needs no escape for), the end user, the numbers
-    and the times. It covers an allowed call whose results are all its set's own (no cost cap
-    or lowered tokens spoke), explained plainly (an audit setting that masks, hashes or stores
-    prompts scrubs the explanation: the dicts do that) or not at all; anything else goes
-    through decision_record. tests/unit/test_records.py checks that both give the same JSON
-    value for every engine case."""
+    request id (validated to characters JSON needs no escape for), the end user, the numbers,
+    the times and the results the call's own checks gave (guardrails, cost caps). It covers
+    an allowed call whose quotas each admitted it plainly (no lowered tokens spoke), explained
+    plainly (an audit setting that masks, hashes or stores prompts scrubs the explanation: the
+    dicts do that) or not at all; anything else goes through decision_record.
+    tests/unit/test_records.py checks that both give the same JSON value for every engine
+    case."""
 
     def __init__(self, compiled: CompiledSet) -> None:
         i, route = compiled.identity, compiled.route
@@ -141,12 +158,8 @@ class DecisionJSON:
         self._fallbacks = compact_json([[t.provider, t.model] for t in route.fallbacks])
         self._route = f',"route":[{text(route.provider)},{text(route.model)},'
 
-        def own(fixed: tuple) -> str:
-            results = [[n, r.allowed, r.reason.value, r.message] for n, r in enumerate(fixed)
-                       if not r.allowed or r.reason.value != "ALLOWED" or r.message]
-            return f',"results":{compact_json(results)}' if results else ""
-        self._results = {id(compiled.fixed): own(compiled.fixed),
-                         id(compiled.fixed_capped): own(compiled.fixed_capped)}
+        self._results = {id(compiled.fixed): _said(compiled.fixed),
+                         id(compiled.fixed_capped): _said(compiled.fixed_capped)}
 
     def encode(self, plan: Plan, decision: Decision, parts: tuple[Part, ...], decision_id: str,
                create_time: str, expire_time: str, reserved_cost: int,
@@ -172,8 +185,12 @@ class DecisionJSON:
                 f'[{o.remaining},"{o.reset_text}"]' if o.reset_text is not None and
                 o.remaining is not None else compact_json([o.remaining, o.reset_text])
                 for o in decision.limits)
+            said = self._results[id(plan.fixed)]
+            if len(plan.results) > len(plan.fixed):
+                said = ",".join(filter(None, (said, _said(plan.results, len(plan.fixed)))))
             out += [',"explanation":{"decision":"allow","reason":"ALLOWED","snapshot":"',
-                    snapshot_id, '","limits":[', limits, "]", self._results[id(plan.fixed)],
-                    self._route, str(route.max_output_tokens), ",", self._fallbacks, "]}"]
+                    snapshot_id, '","limits":[', limits, "]",
+                    f',"results":[{said}]' if said else "", self._route,
+                    str(route.max_output_tokens), ",", self._fallbacks, "]}"]
         out.append("}")
         return "".join(out).encode()

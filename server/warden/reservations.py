@@ -277,8 +277,8 @@ def _actual(usage: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _own_results(plan: Plan, decision: Decision) -> bool:
-    """The decision's results are its compiled set's own: its fixed ones, then each quota's
-    plain admission (no cost cap or lowered tokens spoke)."""
-    results, fixed = decision.results, len(plan.fixed)
-    return len(results) == fixed + len(plan.checks) and all(
-        r is c.admitted for r, c in zip(results[fixed:], plan.checks, strict=True))
+    """The decision's results are its plan's, then each quota's plain admission (no lowered
+    tokens spoke)."""
+    results, planned = decision.results, len(plan.results)
+    return len(results) == planned + len(plan.checks) and all(
+        r is c.admitted for r, c in zip(results[planned:], plan.checks, strict=True))

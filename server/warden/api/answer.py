@@ -22,7 +22,7 @@ from warden.api import convert
 from warden.api.wire import field as _field
 from warden.api.wire import number as _number
 from warden.authorizer import Authorization
-from warden.engine import CompiledSet, PolicyResult
+from warden.engine import CompiledSet, PolicyRecord, PolicyResult
 from warden.engine.model import Redactions
 from warden.guardrails.pii import replacement
 from warden.v1 import types_pb2, warden_pb2
@@ -55,6 +55,9 @@ class _Parts:
     route: bytes  # Route without max_output_tokens
     identity: bytes  # the identity field
     denied: bytes  # the whole answer, when every target of the set is refused for good
+    # By policy id, for the policies whose results each call works out (guardrails, cost
+    # caps): a PolicyResult's policy_id, scope, policy_type and mode.
+    heads: dict[str, bytes]
 
 
 def _parts(compiled: CompiledSet) -> _Parts:
@@ -80,7 +83,26 @@ def _parts(compiled: CompiledSet) -> _Parts:
         warden_pb2.Route(provider=route.provider, model=route.model, fallbacks=[
             types_pb2.RouteTarget(provider=f.provider, model=f.model) for f in route.fallbacks]
         ).SerializeToString() if route else b"",
-        identity_field, denied)
+        identity_field, denied, {p.id: warden_pb2.PolicyResult(
+            policy_id=p.id, scope=convert.scope(p.scope_kind, p.scope_id),
+            policy_type=p.policy_type, mode=convert.MODES[p.mode]).SerializeToString()
+            for p in _per_call(compiled)})
+
+
+def _per_call(compiled: CompiledSet) -> list[PolicyRecord]:
+    """The policies whose results a call of the set works out itself."""
+    pii = compiled.pii.policies if compiled.pii is not None else ()
+    return [*pii, *compiled.rag, *compiled.injection, *(t.policy for t in compiled.cost_caps)]
+
+
+def _own_result(result: PolicyResult, heads: dict[str, bytes]) -> bytes:
+    """_result() of a result of one of the set's per-call policies, from its head."""
+    head = heads.get(result.policy_id)
+    if head is None:
+        return _result(result)
+    return _field(3, b"".join((head, _number(5, result.allowed),
+                               _number(6, convert.reason(result.reason.value)),
+                               _field(7, result.message.encode()) if result.message else b"")))
 
 
 def _timestamp(value: datetime) -> bytes:
@@ -112,7 +134,7 @@ def authorize_response(a: Authorization) -> bytes:
     out.append(parts.fixed if plan.fixed is compiled.fixed else parts.fixed_capped)
     results, limits = decision.results, decision.limits
     quota_from = len(results) - len(limits)
-    out += [_result(r) for r in results[len(plan.fixed):quota_from]]
+    out += [_own_result(r, parts.heads) for r in results[len(plan.fixed):quota_from]]
     if limits:  # one quota result and one limit per term of the set, in its order
         for i, (r, term) in enumerate(zip(results[quota_from:], compiled.terms, strict=True)):
             out.append(parts.admitted[i] if r is term.admitted else _result(r))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warden.engine.model import PolicyRecord, PolicyResult, Reason, Redactions
-from warden.guardrails.injection import Score, score
+from warden.guardrails.injection import scores
 from warden.guardrails.pii import KINDS, Finding, redact, scan
 
 # "unredactable": a redaction the entry point cannot apply, which blocks.
@@ -112,17 +112,18 @@ def rag_results(policies: Sequence[PolicyRecord], sources: Sequence[str]
 def injection_results(policies: Sequence[PolicyRecord], messages: Sequence[Any]
                       ) -> tuple[list[PolicyResult], bool]:
     """Each prompt_injection policy on the highest score of the messages of its roles (each
-    message scored once): (their results, whether an enforced one blocks). The result names
-    the message, its score and the signals, never the text."""
-    scores: dict[int, Score] = {}
+    message scored once, all of them together): (their results, whether an enforced one
+    blocks). The result names the message, its score and the signals, never the text."""
+    roles = {role for p in policies if p.injection for role in p.injection.roles}
+    read = [i for i, m in enumerate(messages) if m.role in roles]
+    scored = dict(zip(read, scores([messages[i].content for i in read]), strict=True))
     results, denied = [], False
     for policy in policies:
         rules = policy.injection
         assert rules is not None
         best: tuple[float, int, tuple[str, ...]] = (0.0, -1, ())
-        for i, m in enumerate(messages):
-            if m.role in rules.roles:
-                s = scores.get(i) or scores.setdefault(i, score(m.content))
+        for i, s in scored.items():
+            if messages[i].role in rules.roles:
                 best = max(best, (s.value, i, s.signals))
         value, index, signals = best
         hit = index >= 0 and value >= rules.threshold
