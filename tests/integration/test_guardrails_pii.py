@@ -29,10 +29,10 @@ def user(text: str) -> warden_pb2.ChatMessage:
 
 async def test_a_redacted_call_gets_the_messages_to_send_and_every_span(client, db, warden):
     key = await tenant(client)
-    await pii_policy(client, "redact", action=REDACT, entities=["email", "phone"],
+    await pii_policy(client, "redact", action=REDACT, entities=["email", "phone", "national_id"],
                      patterns=[types_pb2.PiiPattern(name="employee_id", pattern=r"EMP-\d{6}")])
     await pii_policy(client, "org-log", scope=ORG, action=LOG, entities=["email"])
-    text = "我是 ann@example.com 🙂, رقمي +44 20 7946 0958, badge EMP-004211"
+    text = "我是 ann@example.com 🙂, رقمي +44 20 7946 0958, badge EMP-004211, DNI 54362315K"
     reply = await client.warden.Authorize(authorize_request(
         key, "r1", messages=[warden_pb2.ChatMessage(role="system", content="Be brief."),
                              user(text)]))
@@ -40,9 +40,11 @@ async def test_a_redacted_call_gets_the_messages_to_send_and_every_span(client, 
     assert [(r.message_index, text[r.start:r.end], r.kind, r.replacement)
             for r in reply.redactions] == [
         (1, "ann@example.com", "email", "[EMAIL]"), (1, "+44 20 7946 0958", "phone", "[PHONE]"),
-        (1, "EMP-004211", "employee_id", "[EMPLOYEE_ID]")]
+        (1, "EMP-004211", "employee_id", "[EMPLOYEE_ID]"),
+        (1, "54362315K", "national_id", "[NATIONAL_ID]")]
     assert [(m.role, m.content) for m in reply.redacted_messages] == [
-        ("system", "Be brief."), ("user", "我是 [EMAIL] 🙂, رقمي [PHONE], badge [EMPLOYEE_ID]")]
+        ("system", "Be brief."),
+        ("user", "我是 [EMAIL] 🙂, رقمي [PHONE], badge [EMPLOYEE_ID], DNI [NATIONAL_ID]")]
     results = {r.policy_id: r for r in reply.results}
     assert results["org-log"].message == "found: email in message 1 at 3-18"
     assert "ann@" not in results["redact"].message

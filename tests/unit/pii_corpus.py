@@ -13,6 +13,15 @@ import random
 import string
 
 import phonenumbers
+from stdnum import verhoeff
+from stdnum.br import cpf
+from stdnum.ca import sin
+from stdnum.cn import ric
+from stdnum.de import idnr
+from stdnum.es import dni, nie
+from stdnum.fr import nir
+from stdnum.it import codicefiscale
+from stdnum.nl import bsn
 
 SEED = 20261207
 
@@ -77,6 +86,95 @@ def _ssn(rng: random.Random) -> str:
     number = f"{area:03d}{rng.randint(1, 99):02d}{rng.randint(1, 9999):04d}"
     sep = rng.choice(["-", " "])
     return f"{number[:3]}{sep}{number[3:5]}{sep}{number[5:]}"
+
+
+def _digits(rng: random.Random, n: int, first: str = string.digits) -> str:
+    return rng.choice(first) + "".join(rng.choice(string.digits) for _ in range(n - 1))
+
+
+def _until(rng: random.Random, make, valid) -> str:
+    """A random number of `make` that `valid` accepts (rejection sampling, seeded)."""
+    while not valid(number := make(rng)):
+        pass
+    return number
+
+
+def _grouped(number: str, sizes: tuple[int, ...], sep: str) -> str:
+    out, at = [], 0
+    for size in sizes:
+        out.append(number[at:at + size])
+        at += size
+    return sep.join(out)
+
+
+def _national_id(rng: random.Random) -> tuple[str, str]:
+    """(the words before it, a national id with valid check digits), in one of its formats."""
+    kind = rng.choice(["cpf", "ric", "nir", "dni", "nie", "cf", "sin", "aadhaar", "bsn",
+                       "idnr", "cpf_bare"])
+    if kind in ("cpf", "cpf_bare"):
+        number = _until(rng, lambda r: _digits(r, 11), cpf.is_valid)
+        if kind == "cpf":
+            return rng.choice(["", "CPF ", "CPF: "]), \
+                f"{number[:3]}.{number[3:6]}.{number[6:9]}-{number[9:]}"
+        return rng.choice(["CPF ", "cpf nº ", "my CPF is "]), number
+    if kind == "ric":
+        body = (f"{rng.choice(['110101', '310104', '440305', '360426', '510104'])}"
+                f"{rng.randint(1950, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+                f"{rng.randint(0, 999):03d}")
+        return "", body + ric.calc_check_digit(body + "0")  # it reads the digits before the last
+    if kind == "nir":
+        body = (f"{rng.choice('12')}{rng.randint(40, 99):02d}{rng.randint(1, 12):02d}"
+                f"{rng.randint(1, 95):02d}{rng.randint(1, 999):03d}{rng.randint(1, 999):03d}")
+        number = body + nir.calc_check_digits(body)
+        if rng.random() < 0.5:
+            return "", number
+        return "", _grouped(number, (1, 2, 2, 2, 3, 3, 2), " ")
+    if kind == "dni":
+        body = f"{rng.randint(10**7, 10**8 - 1)}"
+        return "", body + rng.choice(["", "-"]) + dni.calc_check_digit(body)
+    if kind == "nie":
+        body = rng.choice("XYZ") + f"{rng.randint(0, 10**7 - 1):07d}"
+        return "", body + nie.calc_check_digit(body)
+    if kind == "cf":
+        body = ("".join(rng.choice(string.ascii_uppercase) for _ in range(6))
+                + f"{rng.randint(0, 99):02d}" + rng.choice("ABCDEHLMPRST")
+                + f"{rng.randint(1, 71):02d}" + rng.choice(string.ascii_uppercase)
+                + f"{rng.randint(100, 999)}")
+        return "", body + codicefiscale.calc_check_digit(body)
+    if kind == "sin":
+        number = _until(rng, lambda r: _digits(r, 9, "1234567"), sin.is_valid)
+        return rng.choice(["SIN ", "SIN: ", "social insurance number "]), \
+            _grouped(number, (3, 3, 3), rng.choice([" ", "-", ""]))
+    if kind == "aadhaar":
+        body = _digits(rng, 11, "23456789")
+        number = body + verhoeff.calc_check_digit(body)
+        return rng.choice(["Aadhaar ", "aadhaar no. ", "Aadhar: "]), \
+            _grouped(number, (4, 4, 4), rng.choice([" ", ""]))
+    if kind == "bsn":
+        return rng.choice(["BSN ", "BSN: ", "burgerservicenummer "]), \
+            _until(rng, lambda r: _digits(r, 9, "123456789"), bsn.is_valid)
+    number = _until(rng, lambda r: _digits(r, 11, "123456789"), idnr.is_valid)
+    return rng.choice(["Steuer-ID ", "Steuer-ID: ", "IdNr "]), \
+        _grouped(number, (2, 3, 3, 3), rng.choice([" ", ""]))
+
+
+def _bad_national_id(rng: random.Random) -> str:
+    """Shaped like a national id, with check digits that do not add up, or without the word
+    that names one."""
+    return rng.choice([
+        lambda: (lambda n: f"Ref {n[:3]}.{n[3:6]}.{n[6:9]}-{n[9:]} attached")(
+            _until(rng, lambda r: _digits(r, 11), lambda n: not cpf.is_valid(n))),
+        lambda: "Code " + _until(rng, lambda r: f"{r.randint(10**7, 10**8 - 1)}"
+                                 f"{r.choice(string.ascii_uppercase)}",
+                                 lambda n: not dni.is_valid(n)) + " applied",
+        lambda: "Batch " + (lambda n: n + str((int(ric.calc_check_digit(n + "0").replace(
+            "X", "10")) + 1) % 10))(_digits(rng, 17)),
+        lambda: f"The sin of pride, chapter {rng.randint(1, 30)}.",
+        lambda: "BSN " + _until(rng, lambda r: _digits(r, 9, "123456789"),
+                                lambda n: not bsn.is_valid(n)) + " is wrong, sorry",
+        lambda: "Part " + "".join(rng.choice(string.ascii_uppercase) for _ in range(6))
+                + f"{rng.randint(10, 99)}X{rng.randint(10, 99)}Q{rng.randint(100, 999)}Z",
+    ])()
 
 
 def _iban(rng: random.Random) -> str:
@@ -180,11 +278,12 @@ def _email(rng: random.Random) -> str:
 _MAKERS = {"email": lambda rng: ("", _email(rng)), "phone": lambda rng: ("", _phone(rng)),
            "credit_card": lambda rng: ("", _card(rng)), "ssn": lambda rng: ("", _ssn(rng)),
            "ip_address": lambda rng: ("", _ip(rng)), "iban": lambda rng: ("", _iban(rng)),
-           "secret": _secret}
+           "secret": _secret, "national_id": _national_id}
 
 
 def _clean(rng: random.Random) -> str:
     near = [
+        lambda: _bad_national_id(rng),
         lambda: f"Order #{_bad_luhn(rng)} shipped yesterday.",
         lambda: f"Your order number is {_bad_luhn(rng)}; keep it for returns.",
         lambda: f"Upgrade to version {rng.randint(1, 9)}.{rng.randint(0, 20)}."
