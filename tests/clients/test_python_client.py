@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 import warden_client
+import warden_client.openai as wrapper
 from tests.helpers import rate_limit, tenant
 from warden.v1 import admin_pb2, types_pb2
 from warden_client import (
@@ -50,6 +51,7 @@ def test_the_public_exports_are_pinned() -> None:
         "WardenPermissionDenied", "WardenUnauthenticated", "WardenUnavailable"]
     for name in warden_client.__all__:
         assert getattr(warden_client, name) is not None
+    assert sorted(wrapper.__all__) == ["Wrapped", "wrap"]
 
 
 async def test_authorize_record_usage_and_audit(warden, client, db) -> None:
