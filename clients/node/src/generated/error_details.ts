@@ -1,0 +1,28 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { MessageTypeDefinition } from '@grpc/proto-loader';
+
+
+type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
+  new(...args: ConstructorParameters<Constructor>): Subtype;
+};
+
+export interface ProtoGrpcType {
+  google: {
+    protobuf: {
+      Duration: MessageTypeDefinition
+    }
+    rpc: {
+      BadRequest: MessageTypeDefinition
+      DebugInfo: MessageTypeDefinition
+      ErrorInfo: MessageTypeDefinition
+      Help: MessageTypeDefinition
+      LocalizedMessage: MessageTypeDefinition
+      PreconditionFailure: MessageTypeDefinition
+      QuotaFailure: MessageTypeDefinition
+      RequestInfo: MessageTypeDefinition
+      ResourceInfo: MessageTypeDefinition
+      RetryInfo: MessageTypeDefinition
+    }
+  }
+}
+

@@ -1,0 +1,12 @@
+// Original file: proto/warden/v1/types.proto
+
+
+export interface Selector {
+  'models'?: (string)[];
+  'providers'?: (string)[];
+}
+
+export interface Selector__Output {
+  'models': (string)[];
+  'providers': (string)[];
+}
