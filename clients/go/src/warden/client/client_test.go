@@ -7,11 +7,14 @@ package client
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	wardenv1 "warden/v1"
 )
@@ -135,11 +138,39 @@ func TestASidecarThatIsDown(t *testing.T) {
 	}
 }
 
-func TestAReasonFromANewerServer(t *testing.T) {
-	if got := ReasonName(wardenv1.Reason(999)); got != "UNKNOWN_999" {
-		t.Fatal(got)
+// odd answers as a newer server would (enum values this client does not know), or refuses
+// without any details.
+type odd struct {
+	wardenv1.UnimplementedWardenServer
+}
+
+func (odd) Authorize(_ context.Context, req *wardenv1.AuthorizeRequest) (*wardenv1.AuthorizeResponse, error) {
+	if req.Model == "refuse" {
+		return nil, status.Error(codes.PermissionDenied, "no")
 	}
-	if got := ReasonName(wardenv1.Reason_REASON_RATE_LIMITED); got != "RATE_LIMITED" {
-		t.Fatal(got)
+	return &wardenv1.AuthorizeResponse{Decision: wardenv1.Decision(7), Reason: wardenv1.Reason(999)}, nil
+}
+
+func TestANewerServerAndARefusalWithoutDetails(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	wardenv1.RegisterWardenServer(server, odd{})
+	go server.Serve(listener)
+	defer server.Stop()
+	c, err := Dial(listener.Addr().String(), WithAPIKey("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.Authorize(context.Background(), &wardenv1.AuthorizeRequest{RequestId: id("n"), Model: "new"})
+	if err != nil || d.Allowed || d.Reason != "UNKNOWN_999" {
+		t.Fatalf("newer: %+v %v", d, err)
+	}
+	_, err = c.Authorize(context.Background(), &wardenv1.AuthorizeRequest{RequestId: id("r"), Model: "refuse"})
+	if werr, ok := err.(*Error); !ok || werr.Code != codes.PermissionDenied || werr.Reason != "" || len(werr.Violations) != 0 {
+		t.Fatalf("refusal: %#v", err)
 	}
 }
