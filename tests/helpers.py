@@ -4,6 +4,7 @@ wait for a condition."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,13 +70,23 @@ async def new_key(client, app: str, **key_args) -> str:
 
 
 async def rate_limit(client, kind: int, scope_id: str, limit: int, policy_id: str = "",
-                     mode: int = types_pb2.POLICY_MODE_ENFORCE) -> types_pb2.Policy:
+                     mode: int = types_pb2.POLICY_MODE_ENFORCE,
+                     models: tuple[str, ...] = ()) -> types_pb2.Policy:
+    """Requests per minute at a scope (for some models only, when given)."""
     reply = await client.admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
         id=policy_id, scope=types_pb2.Scope(kind=kind, id=scope_id), mode=mode,
-        rate_limit=types_pb2.RateLimitConfig(metric=types_pb2.METRIC_REQUESTS,
-                                             window=types_pb2.WINDOW_MINUTE, limit=limit))),
+        rate_limit=types_pb2.RateLimitConfig(
+            metric=types_pb2.METRIC_REQUESTS, window=types_pb2.WINDOW_MINUTE, limit=limit,
+            selector=types_pb2.Selector(models=models) if models else None))),
         metadata=client.auth)
     return reply.policy
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def authorize_request(key: str, request_id: str, model: str = "gpt-4o-mini",

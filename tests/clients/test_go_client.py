@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import tenant
-from warden.v1 import admin_pb2, types_pb2
+from tests.helpers import closed_port, rate_limit, tenant
+from warden.v1 import types_pb2
 
 GO_ROOT = Path(__file__).resolve().parents[2] / "clients" / "go"
 GOPATH_SYSTEM = "/usr/share/gocode"
@@ -29,24 +28,15 @@ def _toolchain() -> str:
     pytest.skip("no Go toolchain with Debian's gRPC packages: CI runs these tests")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_the_go_client_against_a_live_sidecar(warden, client, tmp_path) -> None:
     go = _toolchain()
     key = await tenant(client)
-    await client.admin.CreatePolicy(admin_pb2.CreatePolicyRequest(policy=types_pb2.Policy(
-        id="limited-rpm", scope=types_pb2.Scope(kind=types_pb2.SCOPE_KIND_APP, id="chat"),
-        rate_limit=types_pb2.RateLimitConfig(
-            metric=types_pb2.METRIC_REQUESTS, window=types_pb2.WINDOW_MINUTE, limit=1,
-            selector=types_pb2.Selector(models=["limited"])))), metadata=client.auth)
+    await rate_limit(client, types_pb2.SCOPE_KIND_APP, "chat", 1, "limited-rpm",
+                     models=("limited",))
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{GO_ROOT}:{GOPATH_SYSTEM}",
            "GOCACHE": str(tmp_path / "gocache"), "GOFLAGS": "-count=1",
            "WARDEN_ADDRESS": warden.target, "WARDEN_API_KEY": key,
-           "WARDEN_DOWN_ADDRESS": f"127.0.0.1:{_closed_port()}"}
+           "WARDEN_DOWN_ADDRESS": f"127.0.0.1:{closed_port()}"}
     proc = await asyncio.create_subprocess_exec(
         go, "test", "-v", "warden/client", env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)

@@ -7,7 +7,6 @@ denial that carries no details."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 
@@ -16,7 +15,7 @@ import pytest
 
 import warden_client
 import warden_client.openai as wrapper
-from tests.helpers import rate_limit, tenant
+from tests.helpers import closed_port, rate_limit, tenant
 from warden.v1 import admin_pb2, types_pb2
 from warden_client import (
     AsyncWardenClient,
@@ -36,12 +35,6 @@ MESSAGES = [{"role": "user", "content": "Where is my parcel?"}]
 async def _usage(warden, db, request_id: str):
     await warden.components.flusher.flush()
     return await db.fetchrow("SELECT * FROM usage WHERE request_id = $1", request_id)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_public_exports_are_pinned() -> None:
@@ -169,7 +162,7 @@ async def test_errors_carry_the_rich_details(warden, client) -> None:
 
 
 async def test_a_sidecar_that_is_down_fails_closed_or_open_and_never_hangs() -> None:
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{closed_port()}"
     started = time.monotonic()
     async with AsyncWardenClient(address, api_key="k", timeout=1.0) as w:
         with pytest.raises(WardenUnavailable):
