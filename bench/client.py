@@ -29,7 +29,7 @@ from load import Call, allowed, alternate, drive_stubs, medians, problems_of
 from servers import say
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python" / "src"))
-from warden.v1 import warden_pb2, warden_pb2_grpc  # noqa: E402
+from warden.v1 import warden_pb2_grpc  # noqa: E402
 from warden_client import AsyncWardenClient  # noqa: E402 - the client's source tree
 
 MODES = ("Authorize / raw stubs", "Authorize / client", "pair / raw stubs", "pair / guard")
@@ -66,7 +66,6 @@ def raw_pair(key: str) -> Call:
         reply = allowed(await stub.Authorize(request, timeout=5.0))
         await asyncio.sleep(0)  # the LLM call
         usage = tenant.usage_request(request, reply)
-        usage.outcome = warden_pb2.OUTCOME_COMPLETED
         usage.latency.FromTimedelta(timedelta(seconds=time.monotonic() - started))
         tenant.check_recorded(await stub.RecordUsage(usage, timeout=5.0))
         return reply.ByteSize()

@@ -80,7 +80,7 @@ class Authorizer:
             plan = compiled.plan(request)
             parts: list = []
             if plan.route is None or not plan.checks:
-                decision = decide(plan, (), now=self._clock())
+                decision = decide(plan, (), now=self._clock() if plan.retry_at else None)
             else:
                 outcomes, got, parts = await self._quotas.take(
                     plan.checks, plan.route.max_output_tokens, plan.min_output_tokens,
@@ -90,13 +90,13 @@ class Authorizer:
             self._reservations.release(claim)
             if probe is not None:
                 self._circuits.unspent(probe)
-            if not isinstance(exc, Unpriced):
-                raise
-            raise WardenError(
-                "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
-                f"budget {exc.policy_id!r} applies to model {exc.model!r} (provider "
-                f"{exc.provider!r}), which has no price: set one with Admin.SetModelPrice, or "
-                "give the budget default prices") from None
+            if isinstance(exc, Unpriced):
+                raise WardenError(
+                    "FAILED_PRECONDITION", "MODEL_NOT_PRICED",
+                    f"budget {exc.policy_id!r} applies to model {exc.model!r} (provider "
+                    f"{exc.provider!r}), which has no price: set one with Admin.SetModelPrice, "
+                    "or give the budget default prices") from None
+            raise
         if probe is not None and not decision.allowed:
             self._circuits.unspent(probe)
         decision_id = self._reservations.record(

@@ -76,7 +76,8 @@ class Circuits:
         deadline = self._probes.pop(key, None)
         if deadline is not None and time.monotonic() < deadline:
             return probe.compiled, key
-        if (probe.due is None or self._clock() >= probe.due) and key not in self._claims:
+        due = probe.circuit.retry_time
+        if (due is None or self._clock() >= due) and key not in self._claims:
             self._claims.add(key)
             task = asyncio.create_task(self._claim(key))
             self._tasks.add(task)

@@ -67,7 +67,7 @@ def _parts(compiled: CompiledSet) -> _Parts:
         api_key_id=identity.api_key_id).SerializeToString())
     route = compiled.route
     denied = b""
-    if route is None and compiled.retry_at is None:  # else its retry_after varies per call
+    if route is None and compiled.probe is None:  # else its retry_after varies per call
         (denial,) = compiled.fixed
         denied = (_number(1, warden_pb2.DECISION_DENY)
                   + _number(2, convert.reason(denial.reason.value)) + _result(denial)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from warden.engine.audit import DEFAULT, Snapshot, audit_setting, snapshot_of
@@ -108,11 +107,10 @@ def _term(policy: PolicyRecord, price: Price | None) -> QuotaTerm:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """A circuit a set routes past that may be probed once `due` passes, and the set of the
-    same calls with that circuit closed."""
+    """A circuit a set routes past that may be probed once its retry_time passes, and the set
+    of the same calls with that circuit closed."""
 
     circuit: Circuit
-    due: datetime | None
     compiled: CompiledSet
 
 
@@ -138,7 +136,6 @@ class CompiledSet:
     rag: tuple[PolicyRecord, ...] = ()  # the chain's rag_sources policies
     injection: tuple[PolicyRecord, ...] = ()  # the chain's prompt_injection policies
     probe: Probe | None = None
-    retry_at: datetime | None = None  # every target refused, the first by an open circuit
     # What adapters work out from this set once (pre-encoded answer parts, by adapter name):
     # it lives and dies with the set.
     derived: dict[str, Any] = field(default_factory=dict)
@@ -151,8 +148,9 @@ class CompiledSet:
             raise self.unpriced
         route = self.route
         if route is None:
+            # Every target refused: a call may try again when the circuit can be probed.
             return Plan(self.identity, request, list(self.fixed), fixed=self.fixed,
-                        retry_at=self.retry_at)
+                        retry_at=self.probe.circuit.retry_time if self.probe else None)
         wanted, cap = request.max_output_tokens, self.cap
         max_tokens = min(wanted, cap) if cap and wanted else (cap or wanted)
         fixed = self.fixed_capped if max_tokens != wanted else self.fixed
@@ -267,7 +265,7 @@ def compile_set(identity: Identity, model: str, provider: str,
             probed = circuit  # preferred to every usable target, refused only by its circuit
     probe = None
     if probed is not None:
-        probe = Probe(probed, probed.retry_time, compile_set(
+        probe = Probe(probed, compile_set(
             identity, model, provider, policies, switches, prices, default_max_output,
             [c for c in circuits if c is not probed]))
     if not usable:
@@ -276,8 +274,7 @@ def compile_set(identity: Identity, model: str, provider: str,
         for target, other in skipped[1:]:
             denial = with_note(denial, f"fallback {label(target)}: {other.message}")
         return CompiledSet(identity, model, provider, (denial,), (denial,), None, audit=setting,
-                           default_max_output=default_max_output, probe=probe,
-                           retry_at=probed.retry_time if probed is not None else None)
+                           default_max_output=default_max_output, probe=probe)
 
     chosen = usable[0]
     head = []

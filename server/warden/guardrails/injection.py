@@ -183,8 +183,9 @@ def _folded(text: str) -> str | None:
     """The text with leetspeak read as letters, when it holds any."""
     if not any(ch in text for ch in _LEET_CHARS):
         return None
-    folded = text.lower().translate(_LEET)
-    return folded if folded != text.lower() else None
+    lowered = text.lower()
+    folded = lowered.translate(_LEET)
+    return folded if folded != lowered else None
 
 
 def score(text: str) -> Score:

@@ -300,11 +300,11 @@ class Tally:
 class CircuitDefaults:
     """The thresholds of a circuit that sets none of its own (WARDEN_CIRCUIT_*)."""
 
-    error_rate: float = 0.5
-    min_calls: int = 20
-    window_seconds: int = 30
-    consecutive_failures: int = 5  # 0: only the error rate opens a circuit
-    cooldown_seconds: float = 30.0
+    error_rate: float
+    min_calls: int
+    window_seconds: int
+    consecutive_failures: int  # 0: only the error rate opens a circuit
+    cooldown_seconds: float
 
 
 class CircuitStore(Protocol):
